@@ -1,0 +1,1 @@
+"""Inference pipeline: preprocessing, post-processing and the user-facing predictor."""

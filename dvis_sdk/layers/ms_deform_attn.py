@@ -1,0 +1,119 @@
+"""Multi-scale deformable attention (Deformable DETR / Mask2Former), pure PyTorch.
+
+The function reproduces the semantics of the official CUDA kernel and of its pure-PyTorch
+fallback ``ms_deform_attn_core_pytorch``: sampling locations are normalised to [0, 1] over each
+level (offsets divided by (W_l, H_l)), sampled with ``grid_sample`` (bilinear, zero padding,
+``align_corners=False``), and the attention softmax runs jointly over levels x points.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def ms_deform_attn(
+    value: Tensor,
+    spatial_shapes: Tensor | Sequence[Sequence[int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Deformable attention core.
+
+    Args:
+        value: (N, sum_l H_l*W_l, n_heads, head_dim), levels concatenated row-major.
+        spatial_shapes: (n_levels, 2) of (H_l, W_l).
+        sampling_locations: (N, Len_q, n_heads, n_levels, n_points, 2) normalised (x, y) in [0, 1].
+        attention_weights: (N, Len_q, n_heads, n_levels, n_points), already softmax-normalised.
+
+    Returns:
+        (N, Len_q, n_heads * head_dim)
+    """
+    n, _, n_heads, head_dim = value.shape
+    _, len_q, _, n_levels, n_points, _ = sampling_locations.shape
+    shapes = [(int(h), int(w)) for h, w in (spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor) else spatial_shapes)]
+    value_list = value.split([h * w for h, w in shapes], dim=1)
+    # grid_sample expects coordinates in [-1, 1]
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * n_heads, head_dim, h, w)
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # (N*M, 1, Lq, L*P)
+    attn = attention_weights.transpose(1, 2).reshape(n * n_heads, 1, len_q, n_levels * n_points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * attn).sum(-1)
+    return out.view(n, n_heads * head_dim, len_q).transpose(1, 2).contiguous()
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention module with the official parameter names.
+
+    ``ratio`` is accepted for signature compatibility with the ViT-Adapter and deliberately
+    ignored: the official Mask2Former module (which DVIS++'s adapter imports) keeps a
+    d_model x d_model value projection whatever ratio it is given, and official checkpoints
+    carry weights of that shape.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, ratio: float = 1.0):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        # Deformable-DETR initialisation: points on rays around the reference, uniform attention.
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * torch.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.n_levels, self.n_points, 1)
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.constant_(self.value_proj.bias, 0.0)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.constant_(self.output_proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        input_flatten: Tensor,
+        input_spatial_shapes: Tensor,
+        input_level_start_index: Tensor | None = None,
+        input_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        """query (N, Lq, C); reference_points (N, Lq, n_levels, 2) normalised (x, y);
+        input_flatten (N, sum H_l*W_l, C); input_spatial_shapes (n_levels, 2) (H, W)."""
+        n, len_q, _ = query.shape
+        _, len_in, _ = input_flatten.shape
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(n, len_in, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(n, len_q, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(n, len_q, self.n_heads, self.n_levels * self.n_points)
+        weights = F.softmax(weights, -1).view(n, len_q, self.n_heads, self.n_levels, self.n_points)
+        if reference_points.shape[-1] != 2:
+            raise ValueError(f"reference_points must end in 2 (x, y), got shape {tuple(reference_points.shape)}")
+        shapes = input_spatial_shapes.to(offsets.dtype)
+        normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1)
+        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        out = ms_deform_attn(value, input_spatial_shapes, locations, weights)
+        return self.output_proj(out)

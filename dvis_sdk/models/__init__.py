@@ -1,0 +1,1 @@
+"""Model components (backbones, heads, trackers) with official DVIS / DVIS++ state-dict keys."""

@@ -1,0 +1,48 @@
+"""Shared helpers: load the vendored official-code fixtures and compare at the stated tolerance."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class Fixture:
+    """One reference fixture: ``weights`` (official key names), ``io`` (in.* / out.*), ``meta``, ``config``."""
+
+    def __init__(self, name: str):
+        self.dir = FIXTURES / name
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"fixture {name!r} not found in {FIXTURES}")
+        self.weights = load_file(str(self.dir / "weights.safetensors"))
+        self.io = load_file(str(self.dir / "io.safetensors"))
+        self.meta = json.loads((self.dir / "meta.json").read_text())
+        cfg = self.dir / "config.json"
+        self.config = json.loads(cfg.read_text()) if cfg.exists() else None
+
+    def prefixed(self, prefix: str) -> dict:
+        """Weights whose keys start with ``prefix``, with the prefix stripped."""
+        return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)}
+
+
+def load_fixture(name: str) -> Fixture:
+    return Fixture(name)
+
+
+def assert_close_ref(actual: torch.Tensor, expected: torch.Tensor, name: str = "") -> float:
+    """The fixture README's component tolerance: |a - e| <= 1e-4 * max|e| + 1e-5. Returns the max error."""
+    actual = actual.detach().to(torch.float32).cpu()
+    expected = expected.to(torch.float32)
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    atol = 1e-4 * expected.abs().max().item() + 1e-5
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
+    return (actual - expected).abs().max().item()
+
+
+@pytest.fixture
+def fixture_loader():
+    return load_fixture
