@@ -57,7 +57,7 @@ class ViTAdapterConfig:
     depth: int = 24
     num_heads: int = 16
     mlp_ratio: float = 4.0
-    layer_scale_init_value: float = 1e-5
+    layer_scale_init_values: float = 1e-5
     qkv_bias: bool = True
     proj_bias: bool = True
     ffn_bias: bool = True

@@ -139,7 +139,7 @@ def _vit_adapter_config(va: Mapping) -> ViTAdapterConfig:
         return ViTAdapterConfig(
             img_size=vit["IMG_SIZE"], patch_size=vit["PATCH_SIZE"], embed_dim=vit["EMBED_DIM"], depth=vit["DEPTH"],
             num_heads=vit["NUM_HEADS"], mlp_ratio=vit.get("MLP_RATIO", 4.0),
-            layer_scale_init_value=vit.get("INIT_VALUES", 1e-5), qkv_bias=vit.get("QKV_BIAS", True),
+            layer_scale_init_values=vit.get("INIT_VALUES", 1e-5), qkv_bias=vit.get("QKV_BIAS", True),
             proj_bias=vit.get("PROJ_BIAS", True), ffn_bias=vit.get("FFN_BIAS", True),
             ffn_layer=vit.get("FFN_LAYER", "mlp"), conv_inplane=ad["CONV_INPLANE"], n_points=ad.get("N_POINTS", 4),
             deform_num_heads=ad["DEFORM_NUM_HEADS"], init_values=ad.get("INIT_VALUES", 1e-6),
