@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, MutableMapping, Optional, Union
 
@@ -123,6 +122,8 @@ def official_cfg_tree(cfg: Union[str, Path, Mapping]) -> dict:
             raise ConversionError("a config dict cannot use _BASE_; pass the yaml path instead")
     else:
         tree = _read_yaml_chain(find_official_yaml(cfg))
+    # yacs literal-evaluates yaml strings on merge: '("ovis_val",)' is a tuple, "1e-5" a float
+    tree = od.decode_cfg_tree(tree)
     arch = tree.get("MODEL", {}).get("META_ARCHITECTURE", "")
     defaults = od.OFFICIAL_DEFAULTS_DVIS if arch.startswith("DVIS_") and not arch.startswith("DVIS_Plus") \
         else od.OFFICIAL_DEFAULTS

@@ -6,11 +6,13 @@ State-dict keys are identical to detectron2's ``build_resnet_backbone`` output, 
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ...layers.conv import Conv2d
 
 __all__ = ["FrozenBatchNorm2d", "Conv2d", "BasicStem", "BottleneckBlock", "ResNet"]
 
@@ -53,20 +55,6 @@ def _make_norm(norm: str, channels: int) -> nn.Module:
         # In eval a SyncBatchNorm behaves like BatchNorm2d and has the same keys.
         return nn.BatchNorm2d(channels)
     raise ValueError(f"unsupported norm {norm!r} (expected 'FrozenBN', 'BN' or 'SyncBN')")
-
-
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` followed by an optional ``.norm`` submodule (detectron2's wrapper, same keys)."""
-
-    def __init__(self, *args, norm: Optional[nn.Module] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.norm = norm
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = super().forward(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        return x
 
 
 class BasicStem(nn.Module):
