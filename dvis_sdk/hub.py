@@ -273,6 +273,8 @@ def resolve_weights(name_or_path: PathLike, *, cache_dir: Optional[PathLike] = N
                                   filename=filename)
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name) and not name.startswith((".", "/")):
         return _resolve_hub_pretrained(name, cache_dir=cache_dir, revision=revision, token=token, offline=offline)
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        raise FileNotFoundError(f"no such model folder: {local}")
     get_model_entry(name)  # raises UnknownModelError with suggestions
     raise AssertionError("unreachable")
 
@@ -526,7 +528,7 @@ def _tensors_for_saving(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tenso
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"state dict entry {k!r} is a {type(v).__name__}, not a tensor")
         t = v.detach().to("cpu").contiguous()
-        key = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else None
+        key = t.untyped_storage().data_ptr() if t.numel() else None
         if key is not None and key in seen:
             t = t.clone()
         elif key is not None:

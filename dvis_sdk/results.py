@@ -67,12 +67,33 @@ class VideoResult:
                         "track_id": int(inst.track_id)})
         return out
 
-    def save(self, out_dir: Union[str, Path], video_id: int = 1) -> Path:
-        """Write ``results.json`` (YouTube-VIS format with RLE masks) into ``out_dir``; returns its path."""
+    def filter(self, score_threshold: float) -> "VideoResult":
+        """A copy keeping the instances scoring at least ``score_threshold``."""
+        kept = [i for i in self.instances if i.score >= score_threshold]
+        return VideoResult(kept, self.num_frames, self.height, self.width, self.class_names, dict(self.meta))
+
+    def save(self, out_dir: Union[str, Path], video_id: int = 1, video: Optional[object] = None,
+             fps: float = 10.0) -> Path:
+        """Write ``results.json`` (YouTube-VIS format with RLE masks) into ``out_dir``; returns its path.
+
+        With ``video`` (the frames or the path the result was computed from) also write ``overlay.mp4``."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "results.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.to_ytvis(video_id)))
         tmp.replace(path)  # atomic: a crash never leaves a half-written results.json
+        if video is not None:
+            self.render(out_dir / "overlay.mp4", video, fps=fps)
         return path
+
+    def render(self, path: Union[str, Path], video: object, fps: Optional[float] = None) -> Path:
+        """Write an overlay video of ``video`` (a path, or frames at the result's size); returns the path written."""
+        from .inference.video_io import open_video, write_video
+        from .visualize import render_frames
+
+        src = open_video(video, max_frames=self.num_frames)
+        if (src.height, src.width) != (self.height, self.width):
+            raise ValueError(f"video is {src.height}x{src.width} but the result is {self.height}x{self.width}")
+        frames = (f for _, f in src)
+        return write_video(path, render_frames(frames, self), fps=fps or src.fps or 10.0)

@@ -100,15 +100,51 @@ class VideoSegmenter:
         sd = load_official_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
         return cls.from_config(config, convert_official_state_dict(sd, config), **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: Optional[Union[str, Path]] = None, mode: Optional[str] = None,
+                        cache_dir: Optional[Union[str, Path]] = None, revision: Optional[str] = None,
+                        token: Union[str, bool, None] = None, **kwargs: Any) -> "VideoSegmenter":
+        """A manifest name (``dvis_sdk.hub.list_models()``; default: the manifest's default model), a directory
+        written by :meth:`save_pretrained`, or a Hub repo id holding one. ``mode`` overrides online/offline
+        (an offline model runs online without its refiner)."""
+        from ..hub import default_model_name, resolve_weights
+
+        resolved = resolve_weights(name_or_path or default_model_name(), cache_dir=cache_dir, revision=revision,
+                                   token=token)
+        cfg, sd = resolved.config, resolved.state_dict
+        if mode is not None and mode != cfg.mode:
+            cfg = _with_mode(cfg, mode)
+            if mode == "online":
+                sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
+        return cls.from_config(cfg, sd, **kwargs)
+
+    def save_pretrained(self, directory: Union[str, Path]) -> Path:
+        """Write ``config.json`` + ``model.safetensors``; :meth:`from_pretrained` reads them back."""
+        from ..hub import save_pretrained
+
+        return save_pretrained(self.model, directory, config=self.cfg)
+
     @torch.no_grad()
-    def predict(self, frames: Any, resize: bool = True) -> VideoResult:
+    def predict(self, frames: Any, resize: bool = True, max_frames: Optional[int] = None, stride: int = 1,
+                progress: bool = False) -> VideoResult:
         """Segment and track the instances of one video.
 
         Args:
-            frames: (T, H, W, 3) uint8 RGB array, a list of (H, W, 3) arrays, or a (T, 3, H, W) tensor.
+            frames: a video file or a folder of frames (path), a (T, H, W, 3) uint8 RGB array, a list of
+                (H, W, 3) arrays, or a (T, 3, H, W) tensor.
             resize: resize the shortest edge to the model's test size (official pipeline). ``False`` for frames
                 already at model size.
+            max_frames, stride: for paths, read at most ``max_frames`` frames, every ``stride``-th.
         """
+        if isinstance(frames, (str, Path)):
+            from .video_io import open_video
+
+            src = open_video(frames, stride=stride, max_frames=max_frames)
+            it = src
+            if progress:
+                from tqdm import tqdm
+                it = tqdm(src, total=len(src), desc=src.name, unit="frame", leave=False)
+            frames = [f for _, f in it]
         x = frames_to_tensor(frames)
         t, _, h, w = x.shape
         if resize:
@@ -132,6 +168,14 @@ class VideoSegmenter:
         if self.dtype == "fp32":
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+
+
+def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:
+    d = cfg.to_dict()
+    d["mode"] = mode
+    if mode == "online":
+        d["refiner"] = None
+    return DVISConfig.from_dict(d)
 
 
 def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -1,0 +1,133 @@
+"""``dvis`` command line: thin wrappers over the Python API.
+
+Errors a user can fix (bad input, missing weights) end with one line on stderr and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line."""
+
+
+def _load_segmenter(args: argparse.Namespace):
+    from .inference.predictor import VideoSegmenter
+
+    kwargs = dict(device=args.device, dtype=args.dtype)
+    if args.config or args.checkpoint:
+        if not (args.config and args.checkpoint):
+            raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
+        return VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode, **kwargs)
+    return VideoSegmenter.from_pretrained(args.model, mode=args.mode, **kwargs)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    seg = _load_segmenter(args)
+    out_root = Path(args.out)
+    for i, src in enumerate(args.inputs):
+        name = Path(src).stem or f"video{i}"
+        out_dir = out_root / name if len(args.inputs) > 1 else out_root
+        result = seg.predict(src, max_frames=args.max_frames, progress=not args.quiet)
+        if args.score_threshold:
+            result = result.filter(args.score_threshold)
+        path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
+        if not args.quiet:
+            print(f"{src}: {len(result.instances)} instances over {result.num_frames} frames -> {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .hub import default_model_name, list_models
+
+    default = default_model_name()
+    rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
+             str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
+             m.get("repo_id") or "local file (see download page)") for m in list_models()]
+    widths = [max(len(r[i]) for r in rows + [("  name", "dataset", "AP", "source")]) for i in range(4)]
+    for r in [("  name", "dataset", "AP", "source")] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .hub import resolve_weights
+
+    resolved = resolve_weights(args.name, cache_dir=args.cache_dir, revision=args.revision)
+    print(f"{args.name}: ready ({resolved.source})")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .inference.predictor import VideoSegmenter
+
+    seg = VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode)
+    path = seg.save_pretrained(args.out_dir)
+    print(f"converted -> {path} (load with VideoSegmenter.from_pretrained({str(args.out_dir)!r}))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dvis", description="DVIS / DVIS++ video instance segmentation")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("predict", help="segment and track the instances of videos")
+    pr.add_argument("inputs", nargs="+", help="video files or folders of frames")
+    pr.add_argument("--model", default=None, help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
+    pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
+    pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    pr.add_argument("--mode", choices=["online", "offline"], default=None)
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    pr.add_argument("--out", default="out")
+    pr.add_argument("--save-video", action="store_true", help="also write an overlay video")
+    pr.add_argument("--score-threshold", type=float, default=0.0)
+    pr.add_argument("--max-frames", type=int, default=None)
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)
+
+    dl = sub.add_parser("download", help="download (and convert) a manifest model into the cache")
+    dl.add_argument("name")
+    dl.add_argument("--cache-dir", default=None)
+    dl.add_argument("--revision", default=None)
+    dl.set_defaults(func=cmd_download)
+
+    cv = sub.add_parser("convert", help="official yaml + checkpoint -> a save_pretrained directory")
+    cv.add_argument("config")
+    cv.add_argument("checkpoint")
+    cv.add_argument("out_dir")
+    cv.add_argument("--mode", choices=["online", "offline"], default=None)
+    cv.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .convert import ConversionError
+    from .hub import ChecksumError, UnknownModelError, WeightsUnavailableError
+    from .inference.video_io import VideoReadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # e.g. `dvis models | head`
+        return 0
+    except (UserError, ConversionError, ChecksumError, UnknownModelError, WeightsUnavailableError, VideoReadError,
+            FileNotFoundError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"dvis: error: {msg}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "CUDA" in str(e):
+            print(f"dvis: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
