@@ -266,8 +266,9 @@ def resolve_weights(name_or_path: PathLike, *, cache_dir: Optional[PathLike] = N
             return res
         if entry["source"] != "hub":
             raise WeightsUnavailableError(
-                f"model {entry['name']!r} is not on the Hugging Face Hub: download {entry.get('filename') or 'the checkpoint'} "
-                f"from {entry['download_page']} and pass the local file: resolve_weights('{entry['name']}', "
+                f"model {entry['name']!r} is not on the Hugging Face Hub: download "
+                f"{entry.get('filename') or 'the checkpoint'} from {entry['download_page']} and pass the local file: "
+                f"resolve_weights('{entry['name']}', "
                 f"checkpoint='model_final.pth') or {_local_weights_hint(entry)}")
         return _resolve_hub_entry(entry, cache_dir=cache_dir, revision=revision, token=token, offline=offline,
                                   filename=filename)
@@ -411,7 +412,8 @@ def _resolve_hub_entry(entry: dict, *, cache_dir: Optional[PathLike], revision: 
     conv_root = _hub_cache_root(cache_dir) / "dvis_sdk" / "converted"
     hub_src = f"{repo_id}/{fname}@{rev}"
 
-    cached = _find_converted(conv_root, entry["name"], path)
+    cfg_digest = hashlib.sha256(config.to_json().encode()).hexdigest()
+    cached = _find_converted(conv_root, entry["name"], path, cfg_digest)
     if cached is not None:
         folder, meta = cached
         if expected and meta["sha256"] != expected:
@@ -431,7 +433,7 @@ def _resolve_hub_entry(entry: dict, *, cache_dir: Optional[PathLike], revision: 
     stat = path.resolve().stat()
     meta = {"name": entry["name"], "repo_id": repo_id, "filename": fname, "revision": rev, "sha256": sha,
             "source_path": str(path.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-            "converted_format": CONVERTED_FORMAT, "dvis_sdk_version": _sdk_version()}
+            "config_sha256": cfg_digest, "converted_format": CONVERTED_FORMAT, "dvis_sdk_version": _sdk_version()}
     try:
         _write_converted(folder, config, sd, meta)
     except OSError:
@@ -467,8 +469,9 @@ def _sdk_version() -> str:
         return "unknown"
 
 
-def _find_converted(root: Path, name: str, source: Path):
-    """A converted folder made from exactly this downloaded file (same resolved path, size and mtime)."""
+def _find_converted(root: Path, name: str, source: Path, cfg_digest: str):
+    """A converted folder made from exactly this downloaded file (same resolved path, size and mtime) for the
+    same config (the conversion depends on it, e.g. an online config drops the refiner)."""
     if not root.is_dir():
         return None
     real = source.resolve()
@@ -480,6 +483,7 @@ def _find_converted(root: Path, name: str, source: Path):
             continue
         if (meta.get("converted_format") == CONVERTED_FORMAT and meta.get("source_path") == str(real)
                 and meta.get("source_size") == stat.st_size and meta.get("source_mtime_ns") == stat.st_mtime_ns
+                and meta.get("config_sha256") == cfg_digest
                 and (meta_path.parent / WEIGHTS_NAME).is_file() and (meta_path.parent / CONFIG_NAME).is_file()):
             return meta_path.parent, meta
     return None

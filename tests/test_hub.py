@@ -127,10 +127,11 @@ def test_manifest_schema():
     plus = [e for e in models if e["variant"] == "dvis++"]
     dvis = [e for e in models if e["variant"] == "dvis"]
     # DVIS++: {ovis, ytvis19, ytvis21} x {online, offline} x {R50, ViT-L} on the Hub; DVIS R50 / Swin-L elsewhere
+    dsets, modes = ("ovis", "ytvis_2019", "ytvis_2021"), ("online", "offline")
     assert {(e["dataset"], e["mode"], e["backbone"]) for e in plus} == {
-        (d, m_, b) for d in ("ovis", "ytvis_2019", "ytvis_2021") for m_ in ("online", "offline") for b in ("r50", "vitl")}
+        (d, m_, b) for d in dsets for m_ in modes for b in ("r50", "vitl")}
     assert {(e["dataset"], e["mode"], e["backbone"]) for e in dvis} == {
-        (d, m_, b) for d in ("ovis", "ytvis_2019", "ytvis_2021") for m_ in ("online", "offline") for b in ("r50", "swinl")}
+        (d, m_, b) for d in dsets for m_ in modes for b in ("r50", "swinl")}
     assert all(e["source"] == "hub" for e in plus) and all(e["source"] == "external" for e in dvis)
     ap = {e["name"]: e["reported_ap"] for e in models}
     assert ap["dvis++-r50-ovis-online"] == 37.2 and ap["dvis++-vitl-ovis-offline"] == 53.4
@@ -244,7 +245,8 @@ def test_pattern_without_match_lists_repo_files(fake_hub, tiny_manifest):
 def test_match_repo_files_rules():
     files = ["DVIS++/OVIS/Online_R50.pth", "DVIS++/ovis/offline_r50.pth", "DVIS++/ytvis_2019/online_vitl.pth",
              "OV-DVIS++/ovis_online_r50.pth", "DVIS++/ovis/online_r50.json"]
-    assert hub.match_repo_files(files, "DVIS++/*.pth", [["ovis"], ["online"], ["r50"]]) == ["DVIS++/OVIS/Online_R50.pth"]
+    assert hub.match_repo_files(files, "DVIS++/*.pth", [["ovis"], ["online"], ["r50"]]) == \
+        ["DVIS++/OVIS/Online_R50.pth"]
     assert hub.match_repo_files(files, "DVIS++/*.pth", [["ytvis19", "2019"], ["vit"]]) == \
         ["DVIS++/ytvis_2019/online_vitl.pth"]
     # the real manifest's keywords pick exactly one of a plausible listing per DVIS++ model
