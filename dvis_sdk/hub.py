@@ -312,7 +312,11 @@ def _is_network_error(e: BaseException) -> bool:
         return True
     if isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)):
         return False
-    return type(e).__module__.split(".")[0] in {"requests", "httpx", "httpcore", "urllib3", "socket"}
+    # huggingface_hub 1.x/2.x raise their HTTP client's transport errors (httpx, or the vendored "httpx2")
+    transport = {"ConnectError", "ConnectTimeout", "NetworkError", "TransportError", "TimeoutException"}
+    if any(c.__name__ in transport for c in type(e).__mro__):
+        return True
+    return type(e).__module__.split(".")[0] in {"requests", "httpx", "httpx2", "httpcore", "urllib3", "socket"}
 
 
 def _hub_cache_root(cache_dir: Optional[PathLike]) -> Path:

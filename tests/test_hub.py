@@ -509,3 +509,10 @@ def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_model, tmp_path, mo
     with pytest.raises(FileNotFoundError):
         hub.push_to_hub(tmp_path / "empty_dir_that_does_not_exist", "me/x")
     assert calls == []  # nothing was sent
+
+
+def test_transport_errors_of_any_http_client_count_as_no_network():
+    from dvis_sdk.hub import _is_network_error
+    connect_error = type("ConnectError", (Exception,), {"__module__": "httpx2"})  # huggingface_hub 2.x's client
+    assert _is_network_error(connect_error("[Errno -2] Name or service not known"))
+    assert not _is_network_error(ValueError("bad value"))

@@ -1,0 +1,80 @@
+"""`dvis` command line, end to end in-process on a tiny model (official-format random weights)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import dvis_sdk
+from conftest import load_fixture
+from dvis_sdk.cli import main
+from dvis_sdk.inference.video_io import write_video
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    fx = load_fixture("11_e2e_online_r50")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, fx.weights)
+    seg.model.cfg.input.min_size_test, seg.model.cfg.input.max_size_test = 64, 128  # keep the test fast
+    d = tmp_path_factory.mktemp("model")
+    seg.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", frames, fps=5)
+
+
+def test_predict_writes_results_and_overlay(tiny_model_dir, clip, tmp_path, capsys):
+    rc = main(["predict", str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--save-video",
+               "--device", "cpu"])
+    assert rc == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results) == 10 and all(len(r["segmentations"]) == 5 for r in results)
+    assert (tmp_path / "overlay.mp4").stat().st_size > 0
+    assert "10 instances over 5 frames" in capsys.readouterr().out
+
+
+def test_convert_then_predict_round_trip(tmp_path):
+    fx = load_fixture("13_e2e_offline_dvis_r50")
+    (tmp_path / "cfg.json").write_text(json.dumps(fx.config))
+    torch.save({"model": fx.weights}, tmp_path / "model_final.pth")
+    cfg_yaml = tmp_path / "cfg.yaml"
+    import yaml
+    cfg_yaml.write_text(yaml.safe_dump(fx.config))
+    assert main(["convert", str(cfg_yaml), str(tmp_path / "model_final.pth"), str(tmp_path / "conv")]) == 0
+    seg = dvis_sdk.VideoSegmenter.from_pretrained(tmp_path / "conv")
+    assert seg.cfg.mode == "offline" and seg.cfg.variant == "dvis"
+    res = seg.predict(fx.io["in.video_uint8"].numpy(), resize=False)
+    assert sorted(round(i.score, 4) for i in res.instances) == sorted(
+        round(float(s), 4) for s in fx.io["out.result.scores"])
+    online = dvis_sdk.VideoSegmenter.from_pretrained(tmp_path / "conv", mode="online")
+    assert online.cfg.mode == "online" and not hasattr(online.model, "refiner")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "does_not_exist.mp4", "--model", "MODEL"], "does_not_exist.mp4"),
+    (["predict", "CORRUPT", "--model", "MODEL"], "corrupt"),
+    (["predict", "CLIP", "--model", "dvis++-r50-ovsi-online"], "dvis++-r50-ovis-online"),
+    (["predict", "CLIP", "--config", "x.yaml"], "--config and --checkpoint go together"),
+    (["download", "dvis-r50-ovis-online"], "not on the Hugging Face Hub"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(argv, message, tiny_model_dir, clip, tmp_path, capsys):
+    corrupt = tmp_path / "broken.mp4"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    subst = {"MODEL": str(tiny_model_dir), "CORRUPT": str(corrupt), "CLIP": str(clip)}
+    argv = [subst.get(a, a) for a in argv] + ["--out", str(tmp_path / "o")] * (argv[0] == "predict")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dvis: error:") and len(err.splitlines()) == 1 and message in err
+
+
+def test_models_lists_the_manifest(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "* dvis++-r50-ovis-online" in out and "dvis-swinl-ytvis21-offline" in out
