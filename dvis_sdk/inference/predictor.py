@@ -34,27 +34,11 @@ def frames_to_tensor(frames: Any) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"a frame tensor must be (T, 3, H, W) RGB, got shape {tuple(x.shape)}")
         return x.to(torch.float32)
-    if isinstance(frames, (list, tuple)):
-        if len(frames) == 0:
-            raise ValueError("no frames given (empty list)")
-        shapes = {np.asarray(f).shape for f in frames}
-        if len(shapes) > 1:
-            raise ValueError(f"frames have different shapes: {sorted(shapes)[:4]}; all frames must share one size")
-        frames = np.stack([np.asarray(f) for f in frames])
-    arr = np.asarray(frames)
-    if arr.ndim == 3:
-        raise ValueError(f"frames of shape {arr.shape} look grayscale or like a single frame; expected (T, H, W, 3) RGB")
-    if arr.ndim != 4:
-        raise ValueError(f"expected (T, H, W, 3) RGB frames, got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError("no frames given (zero-length video)")
-    if arr.shape[-1] != 3:
-        kind = {1: "grayscale", 4: "RGBA"}.get(arr.shape[-1], f"{arr.shape[-1]}-channel")
-        raise ValueError(f"frames are {kind} (shape {arr.shape}); expected 3-channel RGB. "
-                         "Convert them first, e.g. frames[..., :3] for RGBA or np.repeat(x, 3, -1) for grayscale")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 RGB (0..255), got dtype {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).to(torch.float32)
+    from .video_io import open_video
+
+    src = open_video(frames)  # validates shape, channels, dtype and equal sizes (VideoReadError is a ValueError)
+    arr = np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else np.stack([f for _, f in src])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).to(torch.float32)
 
 
 class VideoSegmenter:

@@ -443,7 +443,7 @@ class _ArraySource(VideoSource):
             if frames.ndim != 4:
                 raise VideoReadError(f"frame array of shape {frames.shape}: expected (T, H, W, 3) uint8 RGB")
             if frames.shape[0] == 0:
-                raise VideoReadError("frame array is empty (T = 0)")
+                raise VideoReadError("frame array is empty (T = 0): a zero-length video")
             problem = _channel_problem(frames.shape[1:])
             if problem is not None:
                 raise VideoReadError(f"frame array of shape {frames.shape}: frames are {problem}")
@@ -453,7 +453,7 @@ class _ArraySource(VideoSource):
         else:
             items = list(frames)
             if not items:
-                raise VideoReadError("frame list is empty")
+                raise VideoReadError("frame list is empty: a zero-length video")
             h = w = -1
             for i, f in enumerate(items):
                 if not isinstance(f, np.ndarray):
@@ -467,7 +467,7 @@ class _ArraySource(VideoSource):
                     h, w = f.shape[:2]
                 elif f.shape[:2] != (h, w):
                     raise VideoReadError(f"frame {i} of the list is {f.shape[1]}x{f.shape[0]} (WxH) but frame 0 is "
-                                         f"{w}x{h}; all frames must have the same size")
+                                         f"{w}x{h}; frames have different shapes, all must have the same size")
             self._frames = items
         first, last = _index_range("frame array", len(self._frames), start, end)
         super().__init__(name="array", path=None, height=h, width=w, fps=None, stride=stride,
