@@ -1,0 +1,1 @@
+"""Training: synthetic data, datasets, losses, query noise and trainers for DVIS / DVIS++."""
