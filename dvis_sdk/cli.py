@@ -27,18 +27,43 @@ def _load_segmenter(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference.runner import InferenceOOMError
+    from .inference.video_io import VideoReadError
+
     seg = _load_segmenter(args)
     out_root = Path(args.out)
+    failed = 0
     for i, src in enumerate(args.inputs):
         name = Path(src).stem or f"video{i}"
         out_dir = out_root / name if len(args.inputs) > 1 else out_root
-        result = seg.predict(src, max_frames=args.max_frames, progress=not args.quiet)
+        start, end = args.start, args.end
+        if Path(src).is_dir():  # folders of frames take frame indices
+            start, end = (None if v is None else int(v) for v in (start, end))
+        try:
+            result = seg.predict(src, max_frames=args.max_frames, stride=args.stride, start=start, end=end,
+                                 window_size=args.window_size, chunk_size=args.chunk_size, progress=not args.quiet)
+        except InferenceOOMError as e:
+            if e.partial is not None and e.partial.num_frames:
+                e.partial.meta["partial"] = True
+                path = e.partial.filter(args.score_threshold).save(out_dir, video_id=i + 1)
+                print(f"dvis: error: {src}: {e} (the {e.partial.num_frames} frames done are saved in {path})",
+                      file=sys.stderr)
+            else:
+                print(f"dvis: error: {src}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        except (VideoReadError, FileNotFoundError) as e:
+            if len(args.inputs) == 1:
+                raise
+            print(f"dvis: error: {e}", file=sys.stderr)  # one bad video does not stop the others
+            failed += 1
+            continue
         if args.score_threshold:
             result = result.filter(args.score_threshold)
         path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
         if not args.quiet:
             print(f"{src}: {len(result.instances)} instances over {result.num_frames} frames -> {path}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -87,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-video", action="store_true", help="also write an overlay video")
     pr.add_argument("--score-threshold", type=float, default=0.0)
     pr.add_argument("--max-frames", type=int, default=None)
+    pr.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    pr.add_argument("--start", type=float, default=None, help="start time in seconds (frame index for folders)")
+    pr.add_argument("--end", type=float, default=None, help="end time in seconds (frame index for folders)")
+    pr.add_argument("--window-size", type=int, default=None, help="frames the segmenter runs at once")
+    pr.add_argument("--chunk-size", type=int, default=None,
+                    help="offline mode: frames the refiner sees at once (default 300)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
 

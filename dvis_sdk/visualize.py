@@ -24,9 +24,9 @@ def render_frame(frame: np.ndarray, result: VideoResult, index: int, alpha: floa
     out = frame.astype(np.float32)
     labels = []
     for inst in result.instances:
-        m = inst.masks[index]
-        if not m.any():
+        if inst.rles[index] is None:
             continue
+        m = inst.mask(index)
         color = np.array(track_color(inst.track_id), np.float32)
         out[m] = out[m] * (1 - alpha) + color * alpha
         labels.append((inst, m, color))

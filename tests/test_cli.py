@@ -34,7 +34,7 @@ def test_predict_writes_results_and_overlay(tiny_model_dir, clip, tmp_path, caps
     rc = main(["predict", str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--save-video",
                "--device", "cpu"])
     assert rc == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())["instances"]
     assert len(results) == 10 and all(len(r["segmentations"]) == 5 for r in results)
     assert (tmp_path / "overlay.mp4").stat().st_size > 0
     assert "10 instances over 5 frames" in capsys.readouterr().out
@@ -78,3 +78,34 @@ def test_models_lists_the_manifest(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "* dvis++-r50-ovis-online" in out and "dvis-swinl-ytvis21-offline" in out
+
+
+def test_predict_time_range_and_bad_inputs_do_not_stop_the_others(tiny_model_dir, clip, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    rc = main(["predict", str(bad), str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"),
+               "--device", "cpu", "--quiet", "--start", "0.2", "--stride", "2"])
+    assert rc == 1
+    assert "bad.mp4" in capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "clip" / "results.json").read_text())
+    assert doc["num_frames"] == 2 and doc["meta"]["start"] == 0.2   # frames 1 and 3 of 5 at 5 fps
+
+
+def test_predict_out_of_memory_saves_the_frames_done(tiny_model_dir, clip, tmp_path, capsys, monkeypatch):
+    from dvis_sdk.models.dvis import OnlineDVIS
+    real = OnlineDVIS.segment
+    calls = {"n": 0}
+
+    def segment(self, images):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(self, images)
+    monkeypatch.setattr(OnlineDVIS, "segment", segment)
+    rc = main(["predict", str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--device", "cpu",
+               "--quiet", "--window-size", "1"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "1 frames done are saved" in err
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["num_frames"] == 1 and doc["meta"]["partial"] is True

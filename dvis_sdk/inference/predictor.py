@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
-from ..results import Instance, VideoResult
+from ..results import FrameInstance, FrameResult, Instance, VideoResult
+
+#: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
+DEFAULT_CHUNK_SIZE = 300
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -26,19 +29,24 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     return dev
 
 
-def frames_to_tensor(frames: Any) -> torch.Tensor:
-    """Accept (T, H, W, 3) uint8 RGB numpy, a list of (H, W, 3) uint8 arrays, or a (T, 3, H, W) tensor;
-    return a (T, 3, H, W) float32 tensor in 0..255. Grayscale / RGBA / empty input is a clear error."""
-    if isinstance(frames, torch.Tensor):
-        x = frames
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"a frame tensor must be (T, 3, H, W) RGB, got shape {tuple(x.shape)}")
-        return x.to(torch.float32)
-    from .video_io import open_video
+def _tensor_chunks(x: torch.Tensor, window: int, stride: int, max_frames: Optional[int], start: Optional[float],
+                   end: Optional[float]) -> Tuple[Iterator[Tuple[int, torch.Tensor]], dict]:
+    """Chunks of a (T, 3, H, W) RGB 0..255 tensor with the same range / stride semantics as ``open_video``."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"a frame tensor must be (T, 3, H, W) RGB, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and x.numel() and float(x.max()) <= 1.0 + 1e-6 and float(x.max()) > 0:
+        warnings.warn("frame tensor values are all <= 1: frames are expected in 0..255", stacklevel=4)
+    first = int(start or 0)
+    idx = list(range(first, int(end) if end is not None else x.shape[0], stride))[: max_frames]
+    idx = [i for i in idx if i < x.shape[0]]
 
-    src = open_video(frames)  # validates shape, channels, dtype and equal sizes (VideoReadError is a ValueError)
-    arr = np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else np.stack([f for _, f in src])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).to(torch.float32)
+    def gen():
+        for s in range(0, len(idx), window):
+            yield s, x[idx[s:s + window]].detach().cpu()
+
+    info = dict(height=int(x.shape[2]), width=int(x.shape[3]), num_frames=len(idx), name="tensor", fps=None, path=None,
+                source_index=lambda i: first + i * stride, timestamp=lambda i: None)
+    return gen(), info
 
 
 class VideoSegmenter:
@@ -49,7 +57,7 @@ class VideoSegmenter:
     """
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
-                 window_size: Optional[int] = None):
+                 window_size: Optional[int] = None, chunk_size: Optional[int] = None):
         self.device = resolve_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
@@ -59,6 +67,9 @@ class VideoSegmenter:
         self.dtype = dtype
         self.model = model.to(self.device).eval()
         self.window_size = window_size or model.cfg.test.window_size
+        if self.window_size < 1 or (chunk_size is not None and chunk_size < 1):
+            raise ValueError("window_size and chunk_size must be >= 1")
+        self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
 
     @property
     def cfg(self) -> DVISConfig:
@@ -108,45 +119,154 @@ class VideoSegmenter:
 
         return save_pretrained(self.model, directory, config=self.cfg)
 
+    @property
+    def mode(self) -> str:
+        """"online" (tracker only) or "offline" (tracker + temporal refiner)."""
+        return self.cfg.mode
+
+    # ---- frame sources -------------------------------------------------------------------------------------------
+    def _windows(self, frames: Any, *, resize: bool, window: int, stride: int, max_frames: Optional[int],
+                 start: Optional[float], end: Optional[float]) -> Tuple[Iterator[Tuple[int, torch.Tensor]], dict]:
+        """Open ``frames`` lazily; return an iterator of (start index, (t, 3, h, w) float32 0..255 frames at model
+        size) that decodes and resizes in a background thread, and facts about the source."""
+        from .preprocess import resize_frame, resized_shape
+        from .video_io import open_video, prefetch
+
+        if isinstance(frames, torch.Tensor):
+            chunks, info = _tensor_chunks(frames, window, stride, max_frames, start, end)
+        else:
+            src = open_video(frames, stride=stride, max_frames=max_frames, start=start, end=end)
+            info = dict(height=src.height, width=src.width, num_frames=len(src), name=src.name, fps=src.fps,
+                        path=str(src.path) if src.path else None, source_index=src.source_index,
+                        timestamp=src.timestamp)
+            chunks = ((i, torch.from_numpy(c).permute(0, 3, 1, 2)) for i, c in src.iter_chunks(window))
+        h, w = info["height"], info["width"]
+        size = resized_shape(h, w, self.cfg.input.min_size_test, self.cfg.input.max_size_test) if resize else (h, w)
+        info["model_size"] = size
+
+        def prepare(chunks=chunks):
+            for i, x in chunks:
+                if size != (h, w):
+                    arr = x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+                    x = torch.from_numpy(np.stack([resize_frame(f, size) for f in arr])).permute(0, 3, 1, 2)
+                x = x.to(torch.float32)
+                if self.device.type == "cuda":
+                    x = x.pin_memory()
+                yield i, x
+
+        return prefetch(prepare()), info
+
+    def _runner(self, info: dict, window_size: Optional[int], chunk_size: Optional[int], use_refiner: bool):
+        from .runner import WindowRunner
+
+        return WindowRunner(self.model, self.device, self._autocast, image_size=info["model_size"],
+                            output_size=(info["height"], info["width"]), window_size=window_size or self.window_size,
+                            chunk_size=chunk_size or self.chunk_size, use_refiner=use_refiner)
+
+    def _run(self, runner, windows, progress: bool, total: Optional[int], desc: str):
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+        try:
+            for _, x in windows:
+                images = self.model.preprocess(x.to(self.device, non_blocking=True))
+                yield from runner.run(images)
+                if bar is not None:
+                    bar.update(x.shape[0])
+            yield from runner.finish()
+        finally:
+            if bar is not None:
+                bar.close()
+            close = getattr(windows, "close", None)
+            if close is not None:
+                close()  # stop the decoding thread when the consumer stops early
+
+    # ---- public API ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, frames: Any, resize: bool = True, max_frames: Optional[int] = None, stride: int = 1,
-                progress: bool = False) -> VideoResult:
+                start: Optional[float] = None, end: Optional[float] = None, progress: bool = False,
+                window_size: Optional[int] = None, chunk_size: Optional[int] = None) -> VideoResult:
         """Segment and track the instances of one video.
 
         Args:
             frames: a video file or a folder of frames (path), a (T, H, W, 3) uint8 RGB array, a list of
-                (H, W, 3) arrays, or a (T, 3, H, W) tensor.
+                (H, W, 3) arrays, or a (T, 3, H, W) RGB tensor (0..255).
             resize: resize the shortest edge to the model's test size (official pipeline). ``False`` for frames
                 already at model size.
-            max_frames, stride: for paths, read at most ``max_frames`` frames, every ``stride``-th.
-        """
-        if isinstance(frames, (str, Path)):
-            from .video_io import open_video
+            max_frames, stride, start, end: read at most ``max_frames`` frames, every ``stride``-th, of the range
+                ``[start, end)`` (seconds for video files, frame indices otherwise).
+            window_size: frames the segmenter runs at once (default: the model's; the result does not depend on it).
+            chunk_size: offline mode: frames the refiner sees at once (default :attr:`chunk_size`); a video no
+                longer than it is refined whole, exactly as the official code.
 
-            src = open_video(frames, stride=stride, max_frames=max_frames)
-            it = src
-            if progress:
-                from tqdm import tqdm
-                it = tqdm(src, total=len(src), desc=src.name, unit="frame", leave=False)
-            frames = [f for _, f in it]
-        x = frames_to_tensor(frames)
-        t, _, h, w = x.shape
-        if resize:
-            from ..inference.preprocess import resize_frame, resized_shape
-            size = resized_shape(h, w, self.cfg.input.min_size_test, self.cfg.input.max_size_test)
-            if size != (h, w):
-                np_frames = x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-                x = torch.from_numpy(np.stack([resize_frame(f, size) for f in np_frames])).permute(0, 3, 1, 2).float()
-        with self._autocast():
-            out = self.model.inference(x.to(self.device), output_size=(h, w), window_size=self.window_size)
+        Memory does not grow with video length except for the run-length-encoded results. On out-of-memory the
+        window (then the refiner chunk) is halved; if even one frame does not fit, :class:`InferenceOOMError` is
+        raised with ``.partial``: the result of the frames done so far.
+        """
+        from .runner import InferenceOOMError, ScoreAccumulator
+
+        windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
+                                      max_frames=max_frames, start=start, end=end)
+        runner = self._runner(info, window_size, chunk_size, use_refiner=True)
+        acc = ScoreAccumulator(self.cfg.segmenter.num_queries)
+        try:
+            for w in self._run(runner, windows, progress, info["num_frames"], info["name"]):
+                acc.add(w)
+        except InferenceOOMError as e:
+            e.partial = self._video_result(acc, info, runner, stride, start)
+            raise
+        if acc.frames == 0:
+            raise ValueError(f"{info['name']}: no frames to process (empty range?)")
+        return self._video_result(acc, info, runner, stride, start)
+
+    def _video_result(self, acc, info: dict, runner, stride: int, start: Optional[float]) -> VideoResult:
         names = self.cfg.class_names
-        instances = [
-            Instance(track_id=int(i), label=int(l), score=float(s), masks=m.cpu().numpy(),
-                     label_name=names[int(l)] if names else None)
-            for s, l, i, m in zip(out.scores.tolist(), out.labels.tolist(), out.ids.tolist(), out.masks)
-        ]
-        instances.sort(key=lambda inst: -inst.score)
-        return VideoResult(instances=instances, num_frames=t, height=h, width=w, class_names=names)
+        h, w = info["height"], info["width"]
+        instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=acc.rles[q], height=h, width=w)
+                     for s, l, q in zip(*acc.select(self.cfg.test.max_num))]
+        meta = {"mode": "offline" if runner.offline else "online", "source": info.get("path") or info["name"],
+                "fps": info.get("fps"), "stride": stride, "start": start, "model_size": list(info["model_size"]),
+                "window_size": runner.window_size, "chunk_size": runner.chunk_size, "dtype": self.dtype}
+        return VideoResult(instances=instances, num_frames=acc.frames, height=h, width=w, class_names=names, meta=meta)
+
+    @torch.no_grad()
+    def stream(self, frames: Any, score_threshold: float = 0.3, resize: bool = True, max_frames: Optional[int] = None,
+               stride: int = 1, start: Optional[float] = None, end: Optional[float] = None,
+               window_size: Optional[int] = None, progress: bool = False) -> Iterator[FrameResult]:
+        """Online inference yielding one :class:`FrameResult` per frame as soon as its window is processed.
+
+        Each instance is a tracker query (``track_id`` stable across frames) with the class and score of its
+        time-averaged logits *so far* (the quantity ``predict`` ranks by at the end of the video); instances with
+        a score of at least ``score_threshold`` and a non-empty mask are reported, at most ``max_num`` per frame.
+        Memory stays constant however long the video is. An offline model streams with its tracker only (no
+        refiner: the refiner needs the whole clip). Use ``window_size=1`` for the lowest latency.
+        """
+        from .runner import ScoreAccumulator, decode
+
+        windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
+                                      max_frames=max_frames, start=start, end=end)
+        runner = self._runner(info, window_size, None, use_refiner=False)
+        acc = ScoreAccumulator(self.cfg.segmenter.num_queries, keep_masks=False)
+        names = self.cfg.class_names
+        h, w = info["height"], info["width"]
+        for res in self._run(runner, windows, progress, info["num_frames"], info["name"]):
+            acc.add(res)
+            pred_cls, _ = acc.mean_logits()
+            scores, labels = torch.softmax(pred_cls, -1)[:, :-1].max(-1)
+            order = torch.argsort(scores, descending=True, stable=True).tolist()
+            for i in range(res.num_frames):
+                insts = []
+                for q in order:
+                    if len(insts) >= self.cfg.test.max_num or float(scores[q]) < score_threshold:
+                        break
+                    rle = res.rles[q][i]
+                    if rle is not None:
+                        lab = int(labels[q])
+                        insts.append(FrameInstance(q, lab, float(scores[q]), decode(rle), names[lab] if names else None))
+                idx = res.start + i
+                yield FrameResult(idx, insts, h, w, source_index=info["source_index"](idx),
+                                  timestamp=info["timestamp"](idx))
 
     def _autocast(self):
         if self.dtype == "fp32":

@@ -1,0 +1,265 @@
+"""Bounded-memory video inference: windows of frames in, run-length-encoded masks and running class scores out.
+
+The official code keeps the mask logits of every query for every frame until the end of the video and only then
+picks the top instances; its memory grows with video length (tens of GB for a few thousand frames). Here each
+window's mask logits are up-sampled, thresholded and run-length encoded as soon as the window is done (for every
+query, because which queries win is only known at the end), and only per-query running sums of the class logits
+are kept. The final selection is the official one (mean logits over time -> top-k of queries x classes), so the
+result equals the official whole-video result; memory grows only with the compact RLE results.
+
+Offline models refine bounded *chunks* of frames: the tracker carries identities across chunks and the refiner
+sees ``chunk_size`` frames at a time (``chunk_size >= T`` is exactly the official whole-video refinement).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..models.dvis import OfflineDVIS, OnlineDVIS, WindowOutput
+from ..models.tracker import TrackerState
+from ..results import RLE, decode_rles, encode_masks
+from .postprocess import select_topk, upsample_masks
+
+_OOM_TYPES: Tuple[type, ...] = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+                                      torch.cuda.OutOfMemoryError, MemoryError})
+
+
+class InferenceOOMError(RuntimeError):
+    """Out of memory even with the smallest window. ``partial`` holds the result of the frames done before, when the
+    caller could build one (``VideoSegmenter.predict`` does)."""
+
+    def __init__(self, message: str, frames_done: int = 0):
+        super().__init__(message)
+        self.frames_done = frames_done
+        self.partial = None
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA / host out-of-memory errors (torch raises them as different types, or as RuntimeError on some paths)."""
+    if isinstance(e, _OOM_TYPES):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class WindowResult:
+    """One processed stretch of frames: ``logits`` (t, Q, C+1) float32 for ranking (``aux_logits``: the tracker's,
+    offline only) and ``rles[q][i]`` the mask of query ``q`` in its ``i``-th frame (None = empty)."""
+
+    start: int
+    logits: Tensor
+    rles: List[List[Optional[RLE]]]
+    aux_logits: Optional[Tensor] = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.logits.shape[0])
+
+
+@dataclass
+class ScoreAccumulator:
+    """Running per-query sums of the class logits and every query's masks so far (the online ``predict`` state)."""
+
+    num_queries: int
+    keep_masks: bool = True
+    frames: int = 0
+    logit_sum: Optional[Tensor] = None
+    aux_sum: Optional[Tensor] = None
+    rles: List[List[Optional[RLE]]] = field(default_factory=list)
+
+    def add(self, w: WindowResult) -> None:
+        # float64 sums: a running sum over thousands of frames must not drift from the official mean
+        s = w.logits.double().sum(0)
+        self.logit_sum = s if self.logit_sum is None else self.logit_sum + s
+        if w.aux_logits is not None:
+            a = w.aux_logits.double().sum(0)
+            self.aux_sum = a if self.aux_sum is None else self.aux_sum + a
+        self.frames += w.num_frames
+        if self.keep_masks:
+            if not self.rles:
+                self.rles = [[] for _ in range(self.num_queries)]
+            for q in range(self.num_queries):
+                self.rles[q].extend(w.rles[q])
+
+    def mean_logits(self) -> Tuple[Tensor, Optional[Tensor]]:
+        aux = None if self.aux_sum is None else (self.aux_sum / self.frames).float()
+        return (self.logit_sum / self.frames).float(), aux
+
+    def select(self, max_num: int) -> Tuple[List[float], List[int], List[int]]:
+        """The official top-k over queries x classes: (scores, labels, query ids), by decreasing score."""
+        if self.frames == 0:
+            return [], [], []
+        pred_cls, aux = self.mean_logits()
+        scores, labels, queries = select_topk(pred_cls, max_num, aux)
+        order = torch.argsort(scores, descending=True, stable=True)
+        return scores[order].tolist(), labels[order].tolist(), queries[order].tolist()
+
+
+def encode_window_masks(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
+                        output_size: Tuple[int, int], query_chunk: int = 8) -> List[List[Optional[RLE]]]:
+    """(Q, t, h, w) mask logits -> ``rles[q][i]``, thresholded exactly as the official post-processing.
+
+    Queries whose logits are all <= 0 are empty after bilinear up-sampling (a convex combination), so they are
+    skipped without up-sampling; the others are up-sampled a few at a time to bound the full-size intermediates."""
+    q_total, t = mask_logits.shape[:2]
+    rles: List[List[Optional[RLE]]] = [[None] * t for _ in range(q_total)]
+    active = torch.nonzero(mask_logits.flatten(1).amax(1) > 0).flatten().tolist()
+    for s in range(0, len(active), query_chunk):
+        qs = active[s:s + query_chunk]
+        masks = upsample_masks(mask_logits[qs], padded_size, image_size, output_size).cpu().numpy()
+        for q, m in zip(qs, masks):
+            rles[q] = encode_masks(m)
+    return rles
+
+
+class WindowRunner:
+    """Runs a model over a stream of prepared windows with an explicit tracker state and OOM back-off.
+
+    ``images`` given to :meth:`run` are normalised, padded (t, 3, Hp, Wp) tensors on the model's device.
+    On out-of-memory a window is split in halves (the segmenter is per frame and the tracker is sequential, so the
+    result is unchanged) and later windows use the smaller size; at one frame it raises :class:`InferenceOOMError`.
+    """
+
+    def __init__(self, model: OnlineDVIS, device: torch.device, autocast: Callable[[], object],
+                 image_size: Tuple[int, int], output_size: Tuple[int, int], window_size: int,
+                 chunk_size: Optional[int] = None, use_refiner: bool = True, encode: bool = True):
+        self.model = model
+        self.device = device
+        self.autocast = autocast
+        self.image_size = tuple(image_size)
+        self.output_size = tuple(output_size)
+        self.window_size = window_size
+        self.offline = isinstance(model, OfflineDVIS) and use_refiner
+        self.chunk_size = max(chunk_size or window_size, window_size) if self.offline else None
+        self.encode = encode
+        self.state: Optional[TrackerState] = None
+        self.frames_done = 0
+        self._pending: List[WindowOutput] = []  # offline: tracked windows waiting for the refiner
+        self._pending_frames = 0
+        self.oom_events = 0
+        self._padded: Tuple[int, int] = (0, 0)
+
+    # ---- OOM back-off --------------------------------------------------------------------------------------------
+    def _split_on_oom(self, images: Tensor, fn: Callable[[Tensor], List[WindowOutput]], what: str) -> List[WindowOutput]:
+        try:
+            return fn(images)
+        except Exception as e:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+            if not is_oom(e):
+                raise
+            del e
+        _free_memory(self.device)
+        self.oom_events += 1
+        t = images.shape[0]
+        if t == 1:
+            raise InferenceOOMError(
+                f"out of memory in the {what} on frame {self.frames_done} even with a window of 1 frame "
+                f"(input {self.image_size[0]}x{self.image_size[1]} on {self.device}); try dtype='fp16' or 'bf16', "
+                "a smaller input size, device='cpu', or free memory", frames_done=self.frames_done)
+        half = (t + 1) // 2
+        self.window_size = min(self.window_size, half)
+        warnings.warn(f"out of memory with a window of {t} frames on {self.device}; retrying with windows of "
+                      f"{half}", RuntimeWarning, stacklevel=3)
+        return self._split_on_oom(images[:half], fn, what) + self._split_on_oom(images[half:], fn, what)
+
+    def _track_window(self, images: Tensor) -> List[WindowOutput]:
+        with self.autocast():
+            seg = self.model.segment(images)
+            trk, state, indices = self.model.track(seg, self.state)
+        if self.offline:
+            trk.pop("pred_masks", None)  # the refiner predicts its own masks
+        else:
+            seg = {}  # mask features are not needed any more: free them now
+        self.state = state
+        return [WindowOutput(start=self.frames_done, segmenter=seg, tracker=trk, indices=indices, state=state)]
+
+    # ---- public --------------------------------------------------------------------------------------------------
+    def run(self, images: Tensor) -> Iterator[WindowResult]:
+        """Process (t, 3, Hp, Wp) frames; yields results as soon as they are final (online: every window; offline:
+        every completed chunk)."""
+        self._padded = (int(images.shape[-2]), int(images.shape[-1]))
+        for s in range(0, images.shape[0], self.window_size):
+            win = images[s:s + self.window_size]
+            for w in self._split_on_oom(win, self._track_window, "segmenter/tracker"):
+                n = w.tracker["pred_logits"].shape[1]
+                if self.offline:
+                    w.start = self._pending_frames
+                    self._pending.append(w)
+                    self._pending_frames += n
+                    self.frames_done += n
+                    if self._pending_frames >= self.chunk_size:
+                        yield from self._refine_pending()
+                else:
+                    out = self._online_result(w)
+                    self.frames_done += n
+                    yield out
+
+    def finish(self) -> Iterator[WindowResult]:
+        """Flush what is still buffered (offline: the last, partial chunk)."""
+        if self.offline and self._pending:
+            yield from self._refine_pending()
+
+    def _encode(self, mask_logits: Tensor) -> List[List[Optional[RLE]]]:
+        if not self.encode:
+            return []
+        return encode_window_masks(mask_logits, self._padded, self.image_size, self.output_size)
+
+    def _online_result(self, w: WindowOutput) -> WindowResult:
+        logits = w.tracker["pred_logits"][0].float()
+        rles = self._encode(w.tracker["pred_masks"][0])
+        return WindowResult(start=self.frames_done, logits=logits, rles=rles)
+
+    def _refine_pending(self) -> Iterator[WindowResult]:
+        windows, self._pending, self._pending_frames = self._pending, [], 0
+        start = self.frames_done - sum(w.tracker["pred_logits"].shape[1] for w in windows)
+        yield from self._refine(windows, start)
+
+    def _refine(self, windows: List[WindowOutput], start: int) -> Iterator[WindowResult]:
+        model: OfflineDVIS = self.model  # type: ignore[assignment]
+        try:
+            with self.autocast():
+                refined = model.refiner(**model.refiner_inputs(windows))
+        except Exception as e:  # noqa: BLE001
+            if not is_oom(e):
+                raise
+            del e
+            _free_memory(self.device)
+            self.oom_events += 1
+            if len(windows) == 1:
+                raise InferenceOOMError(
+                    f"out of memory in the refiner at frame {start} even for one window; try a smaller window_size, "
+                    "dtype='fp16' or 'bf16', mode='online', or device='cpu'", frames_done=start) from None
+            half = len(windows) // 2
+            self.chunk_size = max(self.window_size, sum(w.tracker["pred_logits"].shape[1] for w in windows[:half]))
+            warnings.warn(f"out of memory refining {len(windows)} windows; refining in chunks of {self.chunk_size} "
+                          "frames from now on", RuntimeWarning, stacklevel=3)
+            yield from self._refine(windows[:half], start)
+            yield from self._refine(windows[half:], start + sum(w.tracker["pred_logits"].shape[1] for w in windows[:half]))
+            return
+        online = torch.cat([w.tracker["pred_logits"] for w in windows], dim=1)[0].float()
+        rles = self._encode(refined["pred_masks"][0])
+        yield WindowResult(start=start, logits=refined["pred_logits"][0].float(), rles=rles, aux_logits=online)
+
+
+def windows_to_frames(rles: List[List[Optional[RLE]]], t: int) -> List[Dict[int, RLE]]:
+    """Transpose ``rles[q][i]`` to per-frame ``{q: rle}`` dicts of the non-empty masks."""
+    frames: List[Dict[int, RLE]] = [{} for _ in range(t)]
+    for q, per_frame in enumerate(rles):
+        for i, r in enumerate(per_frame):
+            if r is not None:
+                frames[i][q] = r
+    return frames
+
+
+def decode(rle: RLE) -> np.ndarray:
+    return decode_rles(rle)
