@@ -1,0 +1,118 @@
+"""Evaluating a model on a YouTube-VIS style split during / after training: predictions in the YouTube-VIS
+result format, mask AP via ``dvis_sdk.evaluation.evaluate_ytvis`` and identity switches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from .datasets import YTVISAnnotations, decode_segmentation, load_frame
+
+__all__ = ["predict_split", "evaluate_model", "id_switches", "load_evaluator"]
+
+PathLike = Union[str, Path]
+
+
+def load_evaluator():
+    """``dvis_sdk.evaluation.evaluate_ytvis`` (imported lazily); ImportError with a clear message if missing."""
+    try:
+        from ..evaluation import evaluate_ytvis
+    except ImportError as e:
+        raise ImportError(f"dvis_sdk.evaluation.evaluate_ytvis is not available ({e})") from None
+    return evaluate_ytvis
+
+
+def predict_split(model: Any, ann: YTVISAnnotations, *, device: Union[str, torch.device] = "cpu",
+                  max_videos: Optional[int] = None, score_threshold: float = 0.0) -> List[dict]:
+    """YouTube-VIS results (one dict per predicted instance, ``video_id`` from the annotation file) of ``model``
+    (a DVIS model or a ``VideoSegmenter``) on the videos of ``ann``."""
+    from ..inference.predictor import VideoSegmenter
+
+    seg = model if isinstance(model, VideoSegmenter) else VideoSegmenter(model, device=device)
+    results: List[dict] = []
+    for video in ann.videos[: max_videos]:
+        frames = np.stack([load_frame(ann.frames_root / f) for f in video.file_names])
+        res = seg.predict(frames)
+        if score_threshold:
+            res = res.filter(score_threshold)
+        results += res.to_ytvis(video_id=video.id, category_offset=0)
+    # our labels are contiguous; the file's category ids are not necessarily 1..K
+    for r in results:
+        r["category_id"] = ann.category_ids[r["category_id"]]
+    return results
+
+
+def id_switches(gt: Union[PathLike, Mapping[str, Any]], results: Sequence[Mapping[str, Any]],
+                iou_threshold: float = 0.5, score_threshold: float = 0.3) -> Dict[str, int]:
+    """Identity switches of the predicted tracks (``track_id``) along every ground-truth track.
+
+    Per frame, ground-truth masks are matched one-to-one to the predicted instances scoring at least
+    ``score_threshold`` (one per track, the best scoring) by IoU (>= ``iou_threshold``, Hungarian). A switch is
+    counted whenever a ground-truth object is matched to a different track than the last time it was matched.
+    Returns ``{"id_switches", "matched", "gt_frames"}`` (matched / visible ground-truth object-frames).
+    """
+    data = gt if isinstance(gt, Mapping) else json.loads(Path(gt).read_text())
+    videos = {v["id"]: v for v in data["videos"]}
+    by_video: Dict[int, Dict[int, Mapping[str, Any]]] = {}
+    for r in results:
+        if r["score"] < score_threshold:
+            continue
+        tid = int(r.get("track_id", id(r)))
+        cur = by_video.setdefault(r["video_id"], {}).get(tid)
+        if cur is None or r["score"] > cur["score"]:
+            by_video[r["video_id"]][tid] = r
+    switches = matched = gt_frames = 0
+    for vid, v in videos.items():
+        h, w, n = v["height"], v["width"], len(v["file_names"])
+        gts = [a for a in data.get("annotations", []) if a["video_id"] == vid and not a.get("iscrowd", 0)]
+        preds = list(by_video.get(vid, {}).items())
+        last: Dict[int, int] = {}
+        for t in range(n):
+            g_masks = [(k, decode_segmentation(a["segmentations"][t], h, w)) for k, a in enumerate(gts)]
+            g_masks = [(k, m) for k, m in g_masks if m is not None and m.any()]
+            gt_frames += len(g_masks)
+            p_masks = [(tid, decode_segmentation(r["segmentations"][t], h, w)) for tid, r in preds]
+            p_masks = [(tid, m) for tid, m in p_masks if m is not None and m.any()]
+            if not g_masks or not p_masks:
+                continue
+            g = np.stack([m.reshape(-1) for _, m in g_masks]).astype(np.float32)
+            p = np.stack([m.reshape(-1) for _, m in p_masks]).astype(np.float32)
+            inter = g @ p.T
+            union = g.sum(1)[:, None] + p.sum(1)[None, :] - inter
+            iou = inter / np.maximum(union, 1)
+            rows, cols = linear_sum_assignment(-iou)
+            for r_, c_ in zip(rows, cols):
+                if iou[r_, c_] < iou_threshold:
+                    continue
+                k, tid = g_masks[r_][0], p_masks[c_][0]
+                matched += 1
+                if k in last and last[k] != tid:
+                    switches += 1
+                last[k] = tid
+    return {"id_switches": switches, "matched": matched, "gt_frames": gt_frames}
+
+
+def evaluate_model(model: Any, ann_json: Union[PathLike, Mapping[str, Any]], frames_root: PathLike, *,
+                   device: Union[str, torch.device] = "cpu", max_videos: Optional[int] = None,
+                   with_id_switches: bool = True) -> Dict[str, float]:
+    """Predict every video of a split and score it: the ``evaluate_ytvis`` metrics (``AP``, ``AP50``, ... on a 0-100
+    scale) plus ``id_switches`` / ``id_matched``. Raises ImportError when ``dvis_sdk.evaluation`` is missing."""
+    evaluate_ytvis = load_evaluator()
+    ann = YTVISAnnotations(ann_json, frames_root)
+    data = ann_json if isinstance(ann_json, Mapping) else json.loads(Path(ann_json).read_text())
+    if max_videos is not None:
+        keep = {v["id"] for v in data["videos"][:max_videos]}
+        data = {**data, "videos": [v for v in data["videos"] if v["id"] in keep],
+                "annotations": [a for a in data.get("annotations", []) if a["video_id"] in keep]}
+    results = predict_split(model, ann, device=device, max_videos=max_videos)
+    metrics = {k: float(v) for k, v in dict(evaluate_ytvis(data, results)).items()
+               if isinstance(v, (int, float, np.floating, np.integer))}
+    if with_id_switches:
+        ids = id_switches(data, results)
+        metrics["id_switches"] = float(ids["id_switches"])
+        metrics["id_matched"] = float(ids["matched"])
+    return metrics
