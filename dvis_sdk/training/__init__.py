@@ -1,1 +1,17 @@
-"""Training: synthetic data, datasets, losses, query noise and trainers for DVIS / DVIS++."""
+"""Training DVIS / DVIS++: synthetic data, YouTube-VIS datasets, losses, query noise and trainers.
+
+>>> from dvis_sdk.training import DenoisingTrainer, TrainConfig, VideoClipDataset   # doctest: +SKIP
+>>> from dvis_sdk import VideoSegmenter                                             # doctest: +SKIP
+>>> model = VideoSegmenter.from_pretrained("dvis-tiny-shapes").model                # doctest: +SKIP
+>>> data = VideoClipDataset.from_files("ann.json", "frames/", num_frames=5, frame_range=2)  # doctest: +SKIP
+>>> DenoisingTrainer(model, data, "out/", TrainConfig(iters=1000), noise="shuffle").train()  # doctest: +SKIP
+
+See ``docs/training.md``.
+"""
+from .datasets import Clip, DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks
+from .noise import NOISE_MODES, QueryNoiser, apply_noise, attach_noiser
+from .trainers import DenoisingTrainer, RefinerTrainer, SegmenterTrainer, TrainConfig, Trainer
+
+__all__ = ["Clip", "DatasetError", "VideoClipDataset", "YTVISAnnotations", "convert_png_masks", "NOISE_MODES",
+           "QueryNoiser", "apply_noise", "attach_noiser", "DenoisingTrainer", "RefinerTrainer", "SegmenterTrainer",
+           "TrainConfig", "Trainer"]
