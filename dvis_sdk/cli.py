@@ -72,7 +72,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     default = default_model_name()
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
              str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
-             m.get("repo_id") or "local file (see download page)") for m in list_models()]
+             m.get("repo_id") or ("embedded in the package" if m.get("source") == "embedded"
+                                  else "local file (see download page)")) for m in list_models()]
     widths = [max(len(r[i]) for r in rows + [("  name", "dataset", "AP", "source")]) for i in range(4)]
     for r in [("  name", "dataset", "AP", "source")] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -93,6 +94,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     seg = VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode)
     path = seg.save_pretrained(args.out_dir)
     print(f"converted -> {path} (load with VideoSegmenter.from_pretrained({str(args.out_dir)!r}))")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from .inference.predictor import VideoSegmenter
+    from .training.datasets import VideoClipDataset
+    from .training.trainers import DenoisingTrainer, TrainConfig
+
+    if args.iters < 1:
+        raise UserError(f"--iters must be >= 1, got {args.iters}")
+    if (args.val_data is None) != (args.val_frames is None):
+        raise UserError("--val-data and --val-frames go together")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = VideoSegmenter.from_pretrained(args.model, mode="online", device="cpu").model
+    inp = model.cfg.input
+    data = VideoClipDataset.from_files(args.data, args.frames, num_frames=args.num_frames,
+                                       frame_range=args.frame_range, min_sizes=args.min_size or (inp.min_size_test,),
+                                       max_size=args.max_size or inp.max_size_test)
+    cfg = TrainConfig(iters=args.iters, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                      device=args.device, amp=args.amp, seed=args.seed, ckpt_every=args.ckpt_every,
+                      eval_every=args.eval_every, progress=not args.quiet, log_every=args.log_every)
+    cache = None if args.cache == "none" else args.cache
+    val = (args.val_data, args.val_frames) if args.val_data else None
+    trainer = DenoisingTrainer(model, data, args.out, cfg, val=val, noise=args.noise, noise_ratio=args.noise_ratio,
+                               cache=cache)
+    out = trainer.train(resume=args.resume)
+    if not args.quiet:
+        ev = f"; last evaluation: {trainer.last_eval}" if trainer.last_eval else ""
+        print(f"fine-tuned the tracker for {args.iters} iterations (noise {trainer.noise}) -> {out} "
+              f"(load with VideoSegmenter.from_pretrained({str(out)!r})){ev}")
     return 0
 
 
@@ -135,6 +169,38 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("out_dir")
     cv.add_argument("--mode", choices=["online", "offline"], default=None)
     cv.set_defaults(func=cmd_convert)
+
+    ft = sub.add_parser("finetune", help="fine-tune the DVIS++ tracker on a YouTube-VIS style dataset "
+                                         "(segmenter frozen, denoising training)")
+    ft.add_argument("--data", required=True, help="annotation JSON (YouTube-VIS / OVIS format)")
+    ft.add_argument("--frames", required=True, help="folder the annotation's file_names are relative to")
+    ft.add_argument("--model", default=None, help="manifest name or save_pretrained folder (default: the manifest's)")
+    ft.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, the fine-tuned model)")
+    ft.add_argument("--noise", choices=["none", "weighted_average", "crop_concat", "shuffle", "wa", "cc", "rs"],
+                    default="shuffle")
+    ft.add_argument("--noise-ratio", type=float, default=0.5, help="probability that a frame is noised")
+    ft.add_argument("--iters", type=int, default=1000)
+    ft.add_argument("--batch-size", type=int, default=2, help="clips per step")
+    ft.add_argument("--grad-accum", type=int, default=1)
+    ft.add_argument("--lr", type=float, default=1e-4)
+    ft.add_argument("--num-frames", type=int, default=5, help="frames per training clip")
+    ft.add_argument("--frame-range", type=int, default=2, help="official SAMPLING_FRAME_RANGE")
+    ft.add_argument("--min-size", type=int, nargs="+", default=None, help="training shortest-edge sizes "
+                    "(default: the model's test size)")
+    ft.add_argument("--max-size", type=int, default=None)
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--cache", default="memory", help="frozen segmenter outputs: memory, none, or a folder")
+    ft.add_argument("--ckpt-every", type=int, default=500)
+    ft.add_argument("--log-every", type=int, default=20)
+    ft.add_argument("--val-data", default=None, help="annotation JSON of a validation split")
+    ft.add_argument("--val-frames", default=None)
+    ft.add_argument("--eval-every", type=int, default=0)
+    ft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    ft.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(func=cmd_finetune)
     return p
 
 

@@ -44,7 +44,9 @@ CONVERTED_FORMAT = 1
 REQUIRED_FIELDS = ("name", "variant", "mode", "backbone", "dataset", "config", "source", "repo_id", "filename",
                    "revision", "sha256", "min_size_test", "max_size_test", "reported_ap")
 DATASETS = ("ovis", "ytvis_2019", "ytvis_2021")
-SOURCES = ("hub", "external")
+SOURCES = ("hub", "external", "embedded")
+# "embedded" entries ship inside the package: a save_pretrained folder at dvis_sdk/<path>
+PACKAGE_DIR = Path(__file__).parent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def validate_manifest(manifest: Optional[dict] = None) -> List[str]:
             problems.append(f"{n}: variant {e['variant']!r}")
         if e["mode"] not in ("online", "offline"):
             problems.append(f"{n}: mode {e['mode']!r}")
-        if e["dataset"] not in DATASETS:
+        if e["dataset"] not in DATASETS and e["source"] != "embedded":
             problems.append(f"{n}: dataset {e['dataset']!r} not in {DATASETS}")
         if e["source"] not in SOURCES:
             problems.append(f"{n}: source {e['source']!r} not in {SOURCES}")
@@ -185,6 +187,9 @@ def validate_manifest(manifest: Optional[dict] = None) -> List[str]:
                 problems.append(f"{n}: a Hub entry needs a filename or a pattern")
             if not e["revision"]:
                 problems.append(f"{n}: a Hub entry needs a revision")
+        elif e["source"] == "embedded":
+            if not e.get("path"):
+                problems.append(f"{n}: an embedded entry needs a path (a save_pretrained folder inside dvis_sdk/)")
         else:
             if not e.get("download_page"):
                 problems.append(f"{n}: an external entry needs a download_page")
@@ -260,6 +265,8 @@ def resolve_weights(name_or_path: PathLike, *, cache_dir: Optional[PathLike] = N
     names = {m["name"].lower() for m in list_models()}
     if name.lower() in names:
         entry = get_model_entry(name)
+        if entry["source"] == "embedded":
+            return _resolve_embedded(entry)
         if checkpoint is not None:
             res = resolve_official(_entry_config(entry), checkpoint, expected_sha256=entry.get("sha256"))
             res.name, res.entry = entry["name"], entry
@@ -278,6 +285,24 @@ def resolve_weights(name_or_path: PathLike, *, cache_dir: Optional[PathLike] = N
         raise FileNotFoundError(f"no such model folder: {local}")
     get_model_entry(name)  # raises UnknownModelError with suggestions
     raise AssertionError("unreachable")
+
+
+def embedded_model_path(entry: Mapping[str, Any]) -> Path:
+    """The package folder of an ``embedded`` manifest entry."""
+    return PACKAGE_DIR / entry["path"]
+
+
+def _resolve_embedded(entry: dict) -> ResolvedModel:
+    folder = embedded_model_path(entry)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise WeightsUnavailableError(f"model {entry['name']!r} should ship with the package in {folder}, but its "
+                                      f"{WEIGHTS_NAME} is missing; reinstall dvis_sdk")
+    if entry.get("sha256"):
+        actual = sha256_file(folder / WEIGHTS_NAME)
+        if actual != entry["sha256"]:
+            raise ChecksumError(folder / WEIGHTS_NAME, entry["sha256"], actual)
+    cfg, sd = load_pretrained(folder)
+    return ResolvedModel(cfg, sd, source=f"embedded {folder}", name=entry["name"], entry=entry)
 
 
 def resolve_official(cfg: Union[PathLike, Mapping, DVISConfig], checkpoint: PathLike, mode: Optional[str] = None,
@@ -638,7 +663,7 @@ def push_to_hub(directory: PathLike, repo_id: str, token: Optional[str] = None, 
 
 __all__ = [
     "ChecksumError", "PretrainedFormatError", "ResolvedModel", "UnknownModelError", "WeightsMatchError",
-    "WeightsUnavailableError", "default_model_name", "entry_config_path", "get_model_entry", "list_models",
+    "WeightsUnavailableError", "default_model_name", "embedded_model_path", "entry_config_path", "get_model_entry", "list_models",
     "load_manifest", "load_pretrained", "match_repo_files", "push_to_hub", "resolve_official", "resolve_weights",
     "save_pretrained", "sha256_file", "validate_manifest",
 ]

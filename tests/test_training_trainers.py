@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dvis_sdk import VideoSegmenter
-from dvis_sdk.config import (BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig, TestConfig,
-                             TrackerConfig)
+from dvis_sdk.config import BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig, TrackerConfig
+from dvis_sdk.config import TestConfig as _TestConfig  # not a test class
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import DenoisingTrainer
 from dvis_sdk.training.datasets import VideoClipDataset
@@ -26,7 +26,7 @@ def micro_config(mode: str = "online") -> DVISConfig:
                                   transformer_enc_nheads=2, transformer_enc_dim_feedforward=32, hidden_dim=32,
                                   num_queries=4, nheads=2, dim_feedforward=32, dec_layers=2, reid_hidden_dim=32),
         tracker=TrackerConfig(decoder_layers=1), input=InputConfig(min_size_test=32, max_size_test=64),
-        test=TestConfig(window_size=3, max_num=4), class_names=list(CATEGORIES))
+        test=_TestConfig(window_size=3, max_num=4), class_names=list(CATEGORIES))
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +185,44 @@ def test_refiner_trainer_runs_and_only_trains_the_refiner(data, tmp_path):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     seg = VideoSegmenter.from_pretrained(tmp_path)
     assert seg.cfg.mode == "offline"
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_finetune_end_to_end(data, tmp_path, capsys):
+    from dvis_sdk.cli import main
+    from dvis_sdk.hub import load_pretrained
+
+    torch.manual_seed(0)
+    src = tmp_path / "model"
+    VideoSegmenter(build_model(micro_config())).save_pretrained(src)
+    out = tmp_path / "ft"
+    rc = main(["finetune", "--data", str(data[0]), "--frames", str(data[1]), "--model", str(src), "--noise",
+               "shuffle", "--iters", "3", "--out", str(out), "--batch-size", "1", "--num-frames", "3",
+               "--log-every", "1", "--device", "cpu", "--quiet"])
+    assert rc == 0
+    assert [m["iter"] for m in _metrics(out)] == [1, 2, 3]
+    seg = VideoSegmenter.from_pretrained(out)
+    assert seg.cfg.tracker.noise_mode == "rs"
+    _, before = load_pretrained(src)
+    _, after = load_pretrained(out)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("tracker.") for k in changed)
+    assert seg.predict(np.zeros((2, 48, 64, 3), np.uint8)).num_frames == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "missing.json"], "annotation file not found"),
+    (["--iters", "0"], "--iters must be >= 1"),
+    (["--val-data", "x.json"], "--val-data and --val-frames go together"),
+])
+def test_cli_finetune_user_errors(argv, message, data, tmp_path, capsys):
+    from dvis_sdk.cli import main
+
+    src = tmp_path / "model"
+    VideoSegmenter(build_model(micro_config())).save_pretrained(src)
+    base = {"--data": str(data[0]), "--frames": str(data[1]), "--model": str(src), "--out": str(tmp_path / "o"),
+            "--iters": "2"}
+    base.update(dict(zip(argv[::2], argv[1::2])))
+    assert main(["finetune"] + [x for kv in base.items() for x in kv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dvis: error:") and len(err.splitlines()) == 1 and message in err
