@@ -20,6 +20,21 @@ def test_render_is_deterministic_by_seed_and_seeds_differ():
     assert not np.array_equal(f1, f3)
 
 
+def test_categories_have_their_own_colours_and_often_look_alike():
+    from dvis_sdk.training.synthetic import CATEGORY_PALETTES
+
+    twins = 0
+    for i in range(20):
+        _, _, shapes = render_video((1, i), PRESETS["occlusion"])
+        assert all(s.colour in CATEGORY_PALETTES[s.kind] for s in shapes)
+        twins += len(shapes) - len({(s.kind, s.colour) for s in shapes})
+    assert twins >= 20  # identical-looking objects are common
+    _, _, shapes = render_video((1, 0), SyntheticConfig(category_palettes=None, min_objects=8, max_objects=8))
+    assert len({s.colour for s in shapes}) >= 2
+    with pytest.raises(ValueError, match="no colours for"):
+        SyntheticConfig(category_palettes={"circle": ((1, 2, 3),)})
+
+
 def test_visible_masks_are_disjoint_and_match_the_drawing():
     frames, masks, shapes = render_video((0, 7), PRESETS["occlusion"])
     t, n, h, w = masks.shape

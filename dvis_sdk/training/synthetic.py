@@ -1,8 +1,9 @@
 """Synthetic video instance segmentation data: moving, rotating, occluding shapes (YouTube-VIS format).
 
 Every scene is a textured background with circles, squares and triangles that move at constant velocity,
-bounce off the borders, rotate, cross and hide each other; shapes often share a colour (so appearance alone
-cannot tell them apart), some enter late, leave the frame or vanish early. Everything follows from a seed:
+bounce off the borders, rotate, cross and hide each other. Each category has its own few colours (as in the example
+clip), so objects of one category often look exactly alike and only their motion tells them apart; some enter
+late, leave the frame or vanish early. Everything follows from a seed:
 video ``i`` of a dataset generated with seed ``s`` is identical on every run and does not depend on how many
 other videos are generated.
 
@@ -16,23 +17,30 @@ model trained on this data segments it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-__all__ = ["CATEGORIES", "PALETTE", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
+__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
            "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
 
 # category id (1-based, YouTube-VIS style) = index + 1
 CATEGORIES: Tuple[str, ...] = ("circle", "square", "triangle")
-# colours of the example clip first; scenes draw from the whole palette, often repeating a colour
+# colours of the example clip first
 PALETTE: Tuple[Tuple[int, int, int], ...] = (
     (40, 90, 220), (220, 40, 40), (40, 180, 60), (240, 200, 30), (200, 60, 200),
     (30, 190, 200), (240, 130, 30), (120, 70, 30), (235, 235, 235), (40, 40, 40),
 )
+# Per-category colours, as in the example clip (squares blue / magenta, circles red / yellow, triangles green):
+# the category shows in both shape and colour, while objects of one category often look exactly alike.
+CATEGORY_PALETTES: Dict[str, Tuple[Tuple[int, int, int], ...]] = {
+    "circle": ((220, 40, 40), (240, 200, 30), (240, 130, 30)),
+    "square": ((40, 90, 220), (200, 60, 200), (120, 70, 200)),
+    "triangle": ((40, 180, 60), (30, 190, 200), (150, 200, 40)),
+}
 
 
 @dataclass
@@ -73,19 +81,26 @@ class SyntheticConfig:
     radius_range: Tuple[float, float] = (0.09, 0.24)   # fraction of min(width, height)
     speed_range: Tuple[float, float] = (1.0, 6.0)      # pixels per frame at a 240-pixel short side
     max_spin: float = 0.1
-    same_colour_prob: float = 0.5     # chance that a shape copies the colour of an earlier one
+    same_colour_prob: float = 0.5     # chance that a shape copies the colour of an earlier one of its kind
     same_kind_prob: float = 0.3       # chance that a shape copies the kind of an earlier one
     late_start_prob: float = 0.2      # appears after the first frame
     early_end_prob: float = 0.15      # vanishes before the last frame
     fly_through_prob: float = 0.15    # enters from outside and crosses the frame without bouncing
     crossing_prob: float = 0.3        # aims at another shape's future position (a crossing)
     palette: Tuple[Tuple[int, int, int], ...] = PALETTE
+    # kind -> colours; None: every kind takes any colour of ``palette``
+    category_palettes: Optional[Dict[str, Tuple[Tuple[int, int, int], ...]]] = field(
+        default_factory=lambda: dict(CATEGORY_PALETTES))
 
     def __post_init__(self) -> None:
         if self.min_objects < 1 or self.max_objects < self.min_objects:
             raise ValueError(f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
         if self.num_frames < 1 or self.width < 16 or self.height < 16:
             raise ValueError("num_frames must be >= 1 and the frame at least 16x16")
+        if self.category_palettes is not None:
+            missing = [c for c in CATEGORIES if not self.category_palettes.get(c)]
+            if missing:
+                raise ValueError(f"category_palettes has no colours for {missing}")
 
 
 PRESETS: Dict[str, SyntheticConfig] = {
@@ -188,10 +203,12 @@ def sample_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> List[ShapeTr
             kind = shapes[int(rng.integers(len(shapes)))].kind
         else:
             kind = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-        if shapes and rng.random() < cfg.same_colour_prob:
-            colour = shapes[int(rng.integers(len(shapes)))].colour
+        palette = cfg.category_palettes[kind] if cfg.category_palettes else cfg.palette
+        same = [sh for sh in shapes if sh.kind == kind] if cfg.category_palettes else shapes
+        if same and rng.random() < cfg.same_colour_prob:
+            colour = same[int(rng.integers(len(same)))].colour
         else:
-            colour = tuple(int(c) for c in cfg.palette[int(rng.integers(len(cfg.palette)))])
+            colour = tuple(int(c) for c in palette[int(rng.integers(len(palette)))])
         radius = float(rng.uniform(*cfg.radius_range) * side)
         speed = float(rng.uniform(*cfg.speed_range) * side / 240)
         heading = float(rng.uniform(0, 2 * np.pi))
