@@ -232,7 +232,8 @@ def resolve_weights(name_or_path: PathLike, *, cache_dir: Optional[PathLike] = N
     """Find a model's config and weights (our key names).
 
     ``name_or_path`` is, in this order: a local ``save_pretrained`` folder (``config.json`` +
-    ``model.safetensors``); a manifest name (``"dvis++-r50-ovis-online"``); a Hub repo id ``"owner/name"``
+    ``model.safetensors``); a manifest name (``"dvis++-r50-ovis-online"``; ``embedded`` entries such as the default
+    ``"dvis-tiny-shapes"`` load from the package itself, offline); a Hub repo id ``"owner/name"``
     holding a ``save_pretrained`` layout. An official checkpoint file needs its config: use
     :func:`resolve_official`.
 

@@ -4,7 +4,8 @@ Stages (each resumable; ``--stage all`` runs them in order):
 
 1. ``data``: synthetic YouTube-VIS splits (:mod:`dvis_sdk.training.synthetic`): train (seed 0), val (seed 1).
 2. ``segmenter``: a narrow ResNet-50 + pixel decoder + decoder trained from scratch on frames
-   (:class:`~dvis_sdk.training.SegmenterTrainer`, Mask2Former losses + re-id loss).
+   (:class:`~dvis_sdk.training.SegmenterTrainer`, Mask2Former losses + re-id loss); ``segmenter_ft``: a second
+   phase continuing from it at a lower learning rate.
 3. ``tracker``: the DVIS++ tracker fine-tuned with the segmenter frozen (:class:`~dvis_sdk.training.DenoisingTrainer`,
    shuffle noise).
 4. ``export``: the model into ``dvis_sdk/weights/dvis-tiny-shapes`` (``save_pretrained`` layout); its sha256 into
@@ -76,14 +77,28 @@ def stage_segmenter(work: Path, iters: int, resume: bool) -> None:
     SegmenterTrainer(model, ds, work / "segmenter", cfg, train_batchnorm=True).train(resume=resume)
 
 
+def stage_segmenter_ft(work: Path, iters: int, resume: bool) -> None:
+    """Second segmenter phase: continue from the first one's export with a fresh optimizer at half the peak LR."""
+    from dvis_sdk import VideoSegmenter
+
+    torch.manual_seed(1)
+    model = VideoSegmenter.from_pretrained(work / "segmenter").model
+    ds = VideoClipDataset.from_files(work / "train" / "annotations.json", work / "train" / "JPEGImages",
+                                     num_frames=2, frame_range=3, min_sizes=TRAIN_SIZES, max_size=240)
+    cfg = TrainConfig(iters=iters, batch_size=4, lr=5e-4, backbone_multiplier=1.0, warmup_iters=20,
+                      warmup_factor=0.1, steps=(int(0.8 * iters),), num_points=1024, log_every=25, ckpt_every=200,
+                      seed=1)
+    SegmenterTrainer(model, ds, work / "segmenter_ft", cfg, train_batchnorm=True).train(resume=resume)
+
+
 def stage_tracker(work: Path, iters: int, resume: bool, noise: str = "shuffle") -> None:
     from dvis_sdk import VideoSegmenter
 
     torch.manual_seed(0)
-    model = VideoSegmenter.from_pretrained(work / "segmenter").model
+    model = VideoSegmenter.from_pretrained(work / "segmenter_ft").model
     ds = VideoClipDataset.from_files(work / "train" / "annotations.json", work / "train" / "JPEGImages",
                                      num_frames=5, frame_range=2, min_sizes=(120,), max_size=240)
-    cfg = TrainConfig(iters=iters, batch_size=2, lr=2e-4, num_points=1024, log_every=25, ckpt_every=200)
+    cfg = TrainConfig(iters=iters, batch_size=2, lr=5e-4, num_points=1024, log_every=25, ckpt_every=200)
     DenoisingTrainer(model, ds, work / "tracker", cfg, noise=noise, noise_ratio=0.5).train(resume=resume)
 
 
@@ -95,7 +110,8 @@ def stage_export(work: Path) -> None:
     for name in ("config.json", "model.safetensors"):
         shutil.copy2(src / name, EXPORT_DIR / name)
     info = {"trained_with": "scripts/train_tiny_shapes.py",
-            "segmenter": _summary(work / "segmenter"), "tracker": _summary(work / "tracker")}
+            "segmenter": _summary(work / "segmenter"), "segmenter_ft": _summary(work / "segmenter_ft"),
+            "tracker": _summary(work / "tracker")}
     (EXPORT_DIR / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     (EXPORT_DIR / "README.md").write_text(MODEL_CARD)
     size = (EXPORT_DIR / "model.safetensors").stat().st_size / 2**20
@@ -157,21 +173,26 @@ seg = VideoSegmenter.from_pretrained("dvis-tiny-shapes")
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/dvis_tiny_shapes"))
-    ap.add_argument("--stage", choices=["all", "data", "segmenter", "tracker", "export", "eval"], default="all")
+    ap.add_argument("--stage", choices=["all", "data", "segmenter", "segmenter_ft", "tracker", "export", "eval"],
+                    default="all")
     ap.add_argument("--write-ap", action="store_true", help="eval: write the AP into the manifest entry")
     ap.add_argument("--segmenter-iters", type=int, default=1500)
+    ap.add_argument("--segmenter-ft-iters", type=int, default=1000)
     ap.add_argument("--tracker-iters", type=int, default=600)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    stages = ["data", "segmenter", "tracker", "export", "eval"] if args.stage == "all" else [args.stage]
+    stages = ["data", "segmenter", "segmenter_ft", "tracker", "export", "eval"] if args.stage == "all" \
+        else [args.stage]
     for s in stages:
         t = time.time()
         if s == "data":
             stage_data(args.work)
         elif s == "segmenter":
             stage_segmenter(args.work, args.segmenter_iters, args.resume)
+        elif s == "segmenter_ft":
+            stage_segmenter_ft(args.work, args.segmenter_ft_iters, args.resume)
         elif s == "tracker":
             stage_tracker(args.work, args.tracker_iters, args.resume)
         elif s == "export":

@@ -77,7 +77,8 @@ def test_user_errors_are_one_line_with_exit_code_2(argv, message, tiny_model_dir
 def test_models_lists_the_manifest(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "* dvis++-r50-ovis-online" in out and "dvis-swinl-ytvis21-offline" in out
+    assert "* dvis-tiny-shapes" in out and "embedded in the package" in out
+    assert "  dvis++-r50-ovis-online" in out and "dvis-swinl-ytvis21-offline" in out
 
 
 def test_predict_time_range_and_bad_inputs_do_not_stop_the_others(tiny_model_dir, clip, tmp_path, capsys):
