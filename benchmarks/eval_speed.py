@@ -4,7 +4,7 @@ OVIS val: 140 videos, ~60 frames each (here 40..80), 25 classes, 360x640 here; ~
 present on most frames, with occlusion gaps); up to 100 predictions per video (60..100 here): a few noisy copies
 of each object (right or wrong class) and random moving blobs that live over part of the video.
 
-    python benchmarks/eval_speed.py [--videos 140] [--keep DIR]
+    python benchmarks/eval_speed.py [--videos 140] [--preds-min 60] [--keep DIR]
 
 Prints the set's size and the time of each stage; the target is under a minute in total.
 """
@@ -54,7 +54,7 @@ class Track:
         self.length, self.start, self.end = length, start, length if end is None else end
         self.c0 = rng.uniform([40, 40], [H - 40, W - 40])
         self.v = rng.normal(0, 2.0, 2)
-        self.r = rng.uniform(15, 110, 2)
+        self.r = rng.uniform(12, 170, 2)
         self.gaps = rng.random(length) < 0.1    # occluded frames
 
     def masks(self, rng: np.random.Generator, jitter: float = 0.0, scale: float = 1.0) -> list:
@@ -69,7 +69,7 @@ class Track:
         return out
 
 
-def make_dataset(num_videos: int, seed: int = 0) -> tuple[dict, list]:
+def make_dataset(num_videos: int, seed: int = 0, preds_min: int = 60) -> tuple[dict, list]:
     rng = np.random.default_rng(seed)
     gt = {"videos": [], "annotations": [], "categories": [{"id": i + 1, "name": f"class{i + 1}"}
                                                            for i in range(NUM_CLASSES)]}
@@ -87,14 +87,16 @@ def make_dataset(num_videos: int, seed: int = 0) -> tuple[dict, list]:
         for tr, cat in objects:  # noisy copies of each object, some with the wrong class
             for _ in range(int(rng.integers(1, 4))):
                 c = cat if rng.random() < 0.7 else int(rng.integers(1, NUM_CLASSES + 1))
-                preds.append((c, tr.masks(rng, jitter=rng.uniform(0.5, 8), scale=rng.uniform(0.8, 1.2))))
-        n_total = int(rng.integers(60, 101))
+                preds.append((c, tr.masks(rng, jitter=rng.uniform(0.5, 8), scale=rng.uniform(0.8, 1.2)),
+                              float(rng.uniform(0.2, 1.0))))
+        n_total = int(rng.integers(preds_min, 101))
         while len(preds) < n_total:  # background clutter living over part of the video
             s = int(rng.integers(0, length))
             tr = Track(rng, length, s, int(rng.integers(s + 1, length + 1)))
-            preds.append((int(rng.integers(1, NUM_CLASSES + 1)), tr.masks(rng, jitter=1.0)))
-        for c, segs in preds:
-            results.append({"video_id": v, "category_id": c, "score": float(rng.random()), "segmentations": segs})
+            preds.append((int(rng.integers(1, NUM_CLASSES + 1)), tr.masks(rng, jitter=1.0),
+                          float(rng.uniform(0.0, 0.6))))
+        for c, segs, score in preds:
+            results.append({"video_id": v, "category_id": c, "score": score, "segmentations": segs})
     from pycocotools import mask as mask_util
     for a in gt["annotations"]:  # the official annotation files carry per-frame areas
         a["areas"] = [None if s is None else int(mask_util.area(s)) for s in a["segmentations"]]
@@ -104,6 +106,7 @@ def make_dataset(num_videos: int, seed: int = 0) -> tuple[dict, list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=140)
+    ap.add_argument("--preds-min", type=int, default=60, help="fewest predictions per video (100: all at the cap)")
     ap.add_argument("--keep", default=None,
                     help="write gt.json / results.json here (default: a temp dir); reused if already there")
     args = ap.parse_args()
@@ -117,7 +120,7 @@ def main() -> None:
     if (out / "gt.json").is_file() and (out / "results.json").is_file():
         gt, results = (json.loads((out / n).read_text()) for n in ("gt.json", "results.json"))
     else:
-        gt, results = make_dataset(args.videos)
+        gt, results = make_dataset(args.videos, preds_min=args.preds_min)
         out.mkdir(parents=True, exist_ok=True)
         (out / "gt.json").write_text(json.dumps(gt))
         (out / "results.json").write_text(json.dumps(results))
