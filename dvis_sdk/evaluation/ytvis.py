@@ -20,7 +20,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -212,7 +212,8 @@ def _parse_gt(data: Any) -> Tuple[Dict[Any, _Video], Dict[Any, str], List[_Track
         elif "file_names" in v:
             length = len(v["file_names"])
         else:  # no frame count given: take it from the video's annotations
-            lengths = {len(a.get("segmentations") or []) for a in anns if a.get("video_id") == v["id"]}
+            lengths = {len(a.get("segmentations") or []) for a in anns
+                       if isinstance(a, Mapping) and a.get("video_id") == v["id"]}
             if len(lengths) > 1:
                 raise EvaluationInputError(f"{where} (id {v['id']}): no 'length' and its annotations have "
                                            f"{sorted(lengths)} frames")
@@ -226,10 +227,10 @@ def _parse_gt(data: Any) -> Tuple[Dict[Any, _Video], Dict[Any, str], List[_Track
                                                      else "")
         if not isinstance(a, Mapping):
             raise EvaluationInputError(f"{where}: expected an object, got {type(a).__name__}")
-        video = videos.get(a.get("video_id"))
+        video = videos.get(a.get("video_id")) if isinstance(a.get("video_id"), Hashable) else None
         if video is None:
             raise EvaluationInputError(f"{where}: video_id {a.get('video_id')!r} is not in 'videos'")
-        if a.get("category_id") not in cats:
+        if not isinstance(a.get("category_id"), Hashable) or a.get("category_id") not in cats:
             raise EvaluationInputError(f"{where}: category_id {a.get('category_id')!r} is not in 'categories'")
         rles = _parse_segmentations(a, video, where, checker)
         file_areas = a.get("areas")
@@ -264,18 +265,19 @@ def _parse_results(data: Any, videos: Mapping[Any, _Video], cats: Mapping[Any, s
     tracks, checker = [], _RLEChecker()
     for where, e, header in _result_entries(data, "results"):
         if not isinstance(e, Mapping):
-            raise EvaluationInputError(f"{where}: expected an object, got {type(e).__name__}")
+            hint = " (pass VideoResult.to_ytvis(video_id) or the saved results.json)" if hasattr(e, "to_ytvis") else ""
+            raise EvaluationInputError(f"{where}: expected an object, got {type(e).__name__}{hint}")
         missing = [k for k in ("video_id", "category_id", "score", "segmentations") if k not in e]
         if missing:
             raise EvaluationInputError(f"{where}: missing {', '.join(missing)}")
-        video = videos.get(e["video_id"])
+        video = videos.get(e["video_id"]) if isinstance(e["video_id"], Hashable) else None
         if video is None:
             raise EvaluationInputError(f"{where}: video_id {e['video_id']!r} is not in the ground truth")
         if header is not None and header.get("height") is not None and (
                 (header.get("height"), header.get("width")) != (video.height, video.width)):
             raise EvaluationInputError(f"{where}: the result is {header.get('height')}x{header.get('width')} but "
                                        f"video {video.id} is {video.height}x{video.width}")
-        if e["category_id"] not in cats:
+        if not isinstance(e["category_id"], Hashable) or e["category_id"] not in cats:
             raise EvaluationInputError(f"{where}: category_id {e['category_id']!r} is not a ground-truth category "
                                        f"({_describe_ids(cats)})")
         score = e["score"]
@@ -450,10 +452,12 @@ def evaluate_ytvis(gt: PathOrData, results: PathOrData, *, per_category: bool = 
         v = _summary_value(ev, is_ap, thr, area, md)
         stats[key] = v * 100.0 if v >= 0 else float("nan")
     if per_category:
+        names = [cats[c] for c in ev.params.catIds]
         stats["per_category"] = {}
         for k, cid in enumerate(ev.params.catIds):
             v = _summary_value(ev, True, None, "all", 100, cat_index=k)
-            stats["per_category"][cats[cid]] = v * 100.0 if v >= 0 else float("nan")
+            name = cats[cid] if names.count(cats[cid]) == 1 else f"{cats[cid]} (id {cid})"
+            stats["per_category"][name] = v * 100.0 if v >= 0 else float("nan")
     return stats
 
 
