@@ -61,9 +61,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.score_threshold:
             result = result.filter(args.score_threshold)
         path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
+        if args.save_id_maps:
+            from .visualize import save_id_maps
+
+            save_id_maps(result, out_dir / "id_maps")
         if not args.quiet:
             print(f"{src}: {len(result.instances)} instances over {result.num_frames} frames -> {path}")
     return 1 if failed else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from .evaluation import evaluate_ytvis, format_table
+
+    results = args.results[0] if len(args.results) == 1 else args.results
+    stats = evaluate_ytvis(args.gt, results, per_category=args.per_category)
+    if args.json:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
+        if "per_category" in clean:
+            clean["per_category"] = {k: (None if math.isnan(v) else v) for k, v in stats["per_category"].items()}
+        print(json.dumps(clean, indent=2))
+        return 0
+    print(format_table(stats))
+    if args.per_category:
+        width = max([len(n) for n in stats["per_category"]] + [8])
+        print(f"\n{'category':<{width}}  AP")
+        for name, ap in stats["per_category"].items():
+            print(f"{name:<{width}}  {'-' if math.isnan(ap) else f'{ap:.1f}'}")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -110,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     pr.add_argument("--out", default="out")
     pr.add_argument("--save-video", action="store_true", help="also write an overlay video")
+    pr.add_argument("--save-id-maps", action="store_true",
+                    help="also write id_maps/000000.png ...: 16-bit PNGs of track_id + 1 per pixel (0 = background)")
     pr.add_argument("--score-threshold", type=float, default=0.0)
     pr.add_argument("--max-frames", type=int, default=None)
     pr.add_argument("--stride", type=int, default=1, help="use every N-th frame")
@@ -120,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="offline mode: frames the refiner sees at once (default 300)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("eval", help="YouTube-VIS / OVIS video AP of results against a ground-truth file")
+    ev.add_argument("gt", metavar="GT_JSON", help="YouTube-VIS annotation file (videos, annotations, categories)")
+    ev.add_argument("results", metavar="RESULTS_JSON", nargs="+",
+                    help="YouTube-VIS results list, or results.json files written by `dvis predict` (one per video)")
+    ev.add_argument("--per-category", action="store_true", help="also print the AP of each category")
+    ev.add_argument("--json", action="store_true", help="print the numbers (0-100) as JSON instead of the table")
+    ev.set_defaults(func=cmd_eval)
 
     sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)
 
@@ -141,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from .convert import ConversionError
     from .hub import ChecksumError, UnknownModelError, WeightsUnavailableError
-    from .inference.video_io import VideoReadError
+    from .inference.video_io import VideoReadError, VideoWriteError
 
     args = build_parser().parse_args(argv)
     try:
@@ -149,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # e.g. `dvis models | head`
         return 0
     except (UserError, ConversionError, ChecksumError, UnknownModelError, WeightsUnavailableError, VideoReadError,
-            FileNotFoundError, ValueError) as e:
+            VideoWriteError, FileNotFoundError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"dvis: error: {msg}", file=sys.stderr)
         return 2
