@@ -2,8 +2,8 @@
 
 A *video* is a file matching the pattern, or a folder holding only image files (a folder of frames). Each video
 gets an output key: its path relative to the batch root without the suffix (``sub/clip.mp4`` -> ``sub/clip``),
-and a video id: its 1-based position in the natural sort order of the relative paths (``clip2`` before
-``clip10``), so ids do not depend on the file system's listing order.
+and a video id: its 1-based position in the natural sort order of these relative paths without suffix, then with
+(``clip``, ``clip2``, ``clip10``, ``sub/a``), so ids do not depend on the file system's listing order.
 """
 from __future__ import annotations
 
@@ -164,9 +164,12 @@ def discover_videos(src: Union[PathLike, Sequence[PathLike]], pattern: Union[str
         if rp not in seen:
             seen.add(rp)
             uniq.append((p, k, _relative(p, root)))
-    uniq.sort(key=lambda e: natural_sort_key(e[2]))
-    stems = [rel if k == "frames" else str(Path(rel).with_suffix("")) if Path(rel).suffix else rel
-             for _, k, rel in uniq]
+
+    def stem(k: str, rel: str) -> str:
+        return rel if k == "frames" or not Path(rel).suffix else Path(rel).with_suffix("").as_posix()
+
+    uniq.sort(key=lambda e: (natural_sort_key(stem(e[1], e[2])), natural_sort_key(e[2])))
+    stems = [stem(k, rel) for _, k, rel in uniq]
     counts: dict = {}
     for s in stems:
         counts[s] = counts.get(s, 0) + 1

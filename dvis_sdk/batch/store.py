@@ -24,7 +24,8 @@ MERGED_NAME = "results.json"
 LOCK_NAME = ".dvis_batch.lock"
 #: Bumped when the per-video file format changes in a way that must trigger reprocessing.
 FORMAT_VERSION = 1
-ID_ORDER = "natural sort order of the input paths relative to the batch root, numbered from 1"
+ID_ORDER = ("natural sort order (clip2 before clip10) of the input paths relative to the batch root, without "
+            "extension then with, numbered from 1")
 
 PathLike = Union[str, os.PathLike]
 
