@@ -77,7 +77,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
         if importlib.util.find_spec("ray") is None:
             raise UserError("--ray needs Ray: pip install 'dvis_sdk[ray]'")
-    device = str(resolve_device(args.device))
+    # a Ray cluster's GPUs need not be on this machine: only "auto" is resolved here for --ray
+    device = args.device if args.ray is not None and args.device != "auto" else str(resolve_device(args.device))
     several = args.workers > 1 or args.devices or args.ray is not None
     # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU
     args.device = "cpu" if several else device
