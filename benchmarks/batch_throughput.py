@@ -65,6 +65,43 @@ def tiny_model(min_size: int, device: str) -> "dvis_sdk.VideoSegmenter":
     return dvis_sdk.VideoSegmenter.from_config(cfg, None, device=device)
 
 
+class SimulatedAccelerator:
+    """Stands in for inference on an accelerator: ``ms`` per frame of waiting that uses no CPU (and no GIL), no
+    masks. Measures how much of the decoding the pipeline hides on a machine without a GPU."""
+
+    def __init__(self, seg, ms: float):
+        self.seg, self.ms = seg, ms
+
+    def __enter__(self):
+        from dvis_sdk.inference.runner import WindowResult
+        import torch
+
+        q, c = self.seg.cfg.segmenter.num_queries, self.seg.cfg.segmenter.num_classes + 1
+        ms = self.ms
+
+        class Runner:
+            offline, window_size, chunk_size = False, self.seg.window_size, None
+
+            def __init__(self):
+                self.done = 0
+
+            def run(self, images):
+                t = int(images.shape[0])
+                time.sleep(ms * t / 1000)
+                self.done += t
+                yield WindowResult(self.done - t, torch.zeros(t, q, c), [[None] * t for _ in range(q)])
+
+            def finish(self):
+                return iter(())
+
+        self._real = self.seg._runner
+        self.seg._runner = lambda *a, **k: Runner()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seg._runner = self._real
+
+
 class GpuSampler:
     def __init__(self) -> None:
         self.samples: list = []
@@ -138,19 +175,24 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--modes", default="serial,prefetch,overlap", help="comma-separated; also: workers2")
     ap.add_argument("--repeat", type=int, default=1, help="runs per mode (the best is reported)")
+    ap.add_argument("--simulate-accelerator-ms", type=float, default=None, metavar="MS",
+                    help="replace inference by MS ms per frame of CPU-free waiting (a stand-in for a GPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker (default: all cores, "
                     "divided among the workers)")
     args = ap.parse_args()
     w, h = map(int, args.size.split("x"))
     seg = (dvis_sdk.VideoSegmenter.from_pretrained(args.model, device=args.device) if args.model
            else tiny_model(args.min_size, args.device))
-    with tempfile.TemporaryDirectory(prefix="dvis-bench-clips-") as tmp:
+    sim = SimulatedAccelerator(seg, args.simulate_accelerator_ms) if args.simulate_accelerator_ms else _Null()
+    with tempfile.TemporaryDirectory(prefix="dvis-bench-clips-") as tmp, sim:
         src = Path(tmp)
         make_clips(src, args.videos, args.frames, w, h)
         run(seg, src, "overlap", args.device, args.threads)  # warm-up (first-call initialisation, file cache)
         print(f"{args.videos} clips of {args.frames} frames {w}x{h}, model input {args.min_size}p, device "
               f"{args.device}, {os.cpu_count()} cores, torch threads per worker "
-              f"{args.threads or __import__('torch').get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+              f"{args.threads or __import__('torch').get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+              + (f", inference simulated: {args.simulate_accelerator_ms} ms/frame" if args.simulate_accelerator_ms
+                 else ""))
         for mode in args.modes.split(","):
             best = min((run(seg, src, mode, args.device, args.threads) for _ in range(args.repeat)),
                        key=lambda r: r["wall_s"])

@@ -170,6 +170,25 @@ def test_fingerprint_change_and_overwrite_reprocess(seg, tiny_model_dir, tmp_pat
     assert all(_stamps(out)[k] != before[k] for k in before)
 
 
+def test_save_video_writes_overlays_and_a_missing_overlay_is_redone(seg, tmp_path):
+    src = tmp_path / "src"
+    (src / "frames").mkdir(parents=True)
+    _clip(src / "x.mp4", 2, seed=11)
+    for i in range(2):
+        cv2.imwrite(str(src / "frames" / f"{i}.png"), np.full((40, 48, 3), 60 * i, np.uint8))
+    out = tmp_path / "out"
+    s = predict_folder(seg, src, out, save_video=True, progress=False)
+    assert len(s.ok) == 2
+    for key in ("x", "frames"):
+        assert cv2.VideoCapture(str(out / key / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 2
+    (out / "x" / "overlay.mp4").unlink()
+    s = predict_folder(seg, src, out, save_video=True, progress=False)
+    assert [r["output"] for r in s.ok] == ["x"] and [r["output"] for r in s.skipped] == ["frames"]
+    assert (out / "x" / "overlay.mp4").exists()
+    # without --save-video the overlay is not needed to count as done
+    assert len(predict_folder(seg, src, out, progress=False).skipped) == 2
+
+
 def test_out_of_memory_on_one_video_fails_only_that_video(seg, tmp_path, monkeypatch):
     from dvis_sdk.models.dvis import OnlineDVIS
 

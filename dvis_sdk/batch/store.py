@@ -88,7 +88,7 @@ def finished(out_dir: Path, task: VideoTask, fp: str, save_video: bool) -> Optio
     head = read_result_header(result_path(out_dir, task))
     if head is None or (head.get("meta") or {}).get("fingerprint") != fp:
         return None
-    if save_video and not overlay_path(out_dir, task).exists():
+    if save_video and not any(overlay_path(out_dir, task).parent.glob("overlay.*")):  # .avi if mp4 was unavailable
         return None
     return head
 
