@@ -93,6 +93,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import predict_folder
+    from .inference.predictor import resolve_device
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.ray is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("--ray needs Ray: pip install 'dvis_sdk[ray]'")
+    # a Ray cluster's GPUs need not be on this machine: only "auto" is resolved here for --ray
+    device = args.device if args.ray is not None and args.device != "auto" else str(resolve_device(args.device))
+    several = args.workers > 1 or args.devices or args.ray is not None
+    # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU
+    args.device = "cpu" if several else device
+    seg = _load_segmenter(args)
+    if args.window_size:
+        seg.window_size = args.window_size
+    if args.chunk_size:
+        seg.chunk_size = args.chunk_size
+    devices = args.devices or ([device] * args.workers if several else None)
+    summary = predict_folder(seg, args.src, args.out_dir, pattern=args.pattern or "*.mp4", recursive=args.recursive,
+                             save_video=args.save_video, overwrite=args.overwrite, devices=devices,
+                             backend="ray" if args.ray is not None else "local",
+                             ray_address=None if args.ray in (None, "local") else args.ray, progress=not args.quiet,
+                             stride=args.stride, max_frames=args.max_frames, score_threshold=args.score_threshold,
+                             overlap=not args.no_overlap, cpus_per_worker=args.threads)
+    print(summary.table(), file=sys.stderr if summary.exit_code else sys.stdout)
+    return summary.exit_code
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .hub import default_model_name, list_models
 
@@ -158,6 +190,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the numbers (0-100) as JSON instead of the table")
     ev.set_defaults(func=cmd_eval)
 
+
+    ba = sub.add_parser("batch", help="segment every video of a folder / glob / list (resumable)",
+                        description="Segment every video of SRC into OUT_DIR: OUT_DIR/<relative path>/results.json "
+                                    "per video, a merged results.json (YouTube-VIS submission format), videos.json "
+                                    "and manifest.jsonl. Rerunning resumes; exit code 1 if a video failed, 130 if "
+                                    "interrupted. See docs/batch.md.")
+    ba.add_argument("src", help="a folder, a glob ('data/**/*.mp4', quoted) or a text file listing videos")
+    ba.add_argument("out_dir")
+    ba.add_argument("--model", default=None,
+                    help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
+    ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
+    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    ba.add_argument("--mode", choices=["online", "offline"], default=None)
+    ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
+    ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    ba.add_argument("--pattern", action="append", default=None,
+                    help="file name pattern of the videos in a folder (default '*.mp4'; repeat for several)")
+    ba.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    ba.add_argument("--save-video", action="store_true", help="also write an overlay video per input")
+    ba.add_argument("--workers", type=int, default=1, help="worker processes (CPU: each gets cores/N threads)")
+    ba.add_argument("--devices", default=None, help="one worker per device, e.g. cuda:0,cuda:1")
+    ba.add_argument("--threads", type=int, default=None, help="CPU threads per worker")
+    ba.add_argument("--overwrite", action="store_true", help="reprocess videos that already have a result")
+    ba.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run the workers as Ray actors on the cluster at ADDRESS (default: RAY_ADDRESS or a "
+                         "local Ray)")
+    ba.add_argument("--score-threshold", type=float, default=0.0)
+    ba.add_argument("--max-frames", type=int, default=None)
+    ba.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    ba.add_argument("--window-size", type=int, default=None, help="frames the segmenter runs at once")
+    ba.add_argument("--chunk-size", type=int, default=None, help="offline mode: frames the refiner sees at once")
+    ba.add_argument("--no-overlap", action="store_true", help="do not decode the next video during inference")
+    ba.add_argument("--quiet", action="store_true", help="no progress bars")
+    ba.set_defaults(func=cmd_batch)
+
     sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)
 
     dl = sub.add_parser("download", help="download (and convert) a manifest model into the cache")
@@ -177,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .convert import ConversionError
+    from .batch import BatchLockedError
     from .hub import ChecksumError, UnknownModelError, WeightsUnavailableError
     from .inference.video_io import VideoReadError, VideoWriteError
 
@@ -185,8 +253,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.func(args)
     except BrokenPipeError:  # e.g. `dvis models | head`
         return 0
+    except KeyboardInterrupt:
+        print("dvis: interrupted", file=sys.stderr)
+        return 130
     except (UserError, ConversionError, ChecksumError, UnknownModelError, WeightsUnavailableError, VideoReadError,
-            VideoWriteError, FileNotFoundError, ValueError) as e:
+            VideoWriteError, FileNotFoundError, ValueError, BatchLockedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"dvis: error: {msg}", file=sys.stderr)
         return 2

@@ -281,6 +281,14 @@ class VideoSegmenter:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
 
+    def predict_folder(self, src: Any, out_dir: Union[str, Path], **kwargs: Any):
+        """Segment every video of a folder / glob / list file into ``out_dir``: one result per video, a merged
+        YouTube-VIS ``results.json`` and a manifest; resumable and fault-isolated. See
+        :func:`dvis_sdk.batch.predict_folder` (keyword arguments) and ``docs/batch.md``."""
+        from ..batch import predict_folder
+
+        return predict_folder(self, src, out_dir, **kwargs)
+
 
 def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:
     d = cfg.to_dict()
