@@ -45,7 +45,7 @@ TINY_CFG = {
 }
 
 
-def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size: int):
+def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size: int, min_size: int = 0):
     import torch
 
     from dvis_sdk import VideoSegmenter
@@ -57,6 +57,8 @@ def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size:
         cfg = load_official_config(tree, mode=mode)
     else:
         cfg = load_official_config(config, mode=mode)
+    if min_size:
+        cfg.input.min_size_test = min_size
     torch.manual_seed(0)
     from dvis_sdk.models.dvis import build_model
     return VideoSegmenter(build_model(cfg), device=device, dtype=dtype, chunk_size=chunk_size)
@@ -100,7 +102,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     seg = build_segmenter(args.config, "offline" if args.method == "offline" else "online", args.device, args.dtype,
-                          args.chunk_size)
+                          args.chunk_size, args.min_size)
     base = rss_mb()
     if seg.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -142,6 +144,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--chunk-size", type=int, default=300)
+    p.add_argument("--min-size", type=int, default=0, help="override the model's test size (short edge)")
     p.add_argument("--official-max", type=int, default=1000, help="skip the official pattern above this length")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -162,14 +165,15 @@ def main() -> None:
                     continue
                 cmd = [sys.executable, __file__, "--child", "--method", method, "--video", str(video),
                        "--config", args.config, "--device", args.device, "--dtype", args.dtype,
-                       "--chunk-size", str(args.chunk_size)]
+                       "--chunk-size", str(args.chunk_size), "--min-size", str(args.min_size)]
                 r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 if r.returncode != 0:
                     rows.append({"method": method, "frames": n, "error": (r.stderr.strip().splitlines() or ["?"])[-1]})
                 else:
                     rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"\nconfig={args.config} video={h}x{w} device={args.device} dtype={args.dtype} chunk={args.chunk_size}")
+    print(f"\nconfig={args.config} video={h}x{w} model short edge={args.min_size or 'config'} device={args.device} "
+          f"dtype={args.dtype} chunk={args.chunk_size}")
     print(f"{'method':<10}{'frames':>7}{'peak RSS MB':>13}{'model MB':>10}{'CUDA MB':>9}{'s':>8}{'fps':>7}")
     for r in rows:
         if "peak_rss_mb" in r:
