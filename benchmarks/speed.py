@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import platform
 import re
 import resource
@@ -127,6 +128,7 @@ class Timer:
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: Dict[str, float] = {}
+        self.cpu_seconds: Dict[str, float] = {}  # process CPU time: robust to other processes on a shared CPU
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -135,12 +137,13 @@ class Timer:
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         self.sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.sync()
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - c0
 
 
 class _ViTHooks:
@@ -150,7 +153,8 @@ class _ViTHooks:
         self.handles = []
         self.timer = timer
         self.seconds = 0.0
-        self._t0 = 0.0
+        self._t0 = self._c0 = 0.0
+        self.cpu_seconds = 0.0
         vit = getattr(backbone, "vit_module", None)
         if vit is None:
             return
@@ -164,11 +168,12 @@ class _ViTHooks:
 
     def _pre(self, *_: Any) -> None:
         self.timer.sync()
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def _post(self, *_: Any) -> None:
         self.timer.sync()
         self.seconds += time.perf_counter() - self._t0
+        self.cpu_seconds += time.process_time() - self._c0
 
     def remove(self) -> None:
         for h in self.handles:
@@ -254,10 +259,8 @@ def write_test_video(path: Path, frames: np.ndarray) -> Optional[Path]:
 # the pipeline, stage by stage
 # --------------------------------------------------------------------------------------------------------------
 def _to_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(chunk).permute(0, 3, 1, 2)
-    if device.type == "cuda":
-        x = x.pin_memory().to(device, non_blocking=True)
-    return x.float()
+    # uint8 over the bus (4x less than float), pinned + non-blocking on CUDA
+    return perf.frames_to_device(torch.from_numpy(chunk).permute(0, 3, 1, 2), device).float()
 
 
 def _chunks(source: Any, frames: np.ndarray, window: int) -> Iterator[Tuple[int, np.ndarray]]:
@@ -365,6 +368,91 @@ class _FlopStage:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# --compare: fast-path presets applied to ONE model, alternated pass after pass
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "reference": dict(sdpa=False, deform_attn="reference", fp32_sampling=False, channels_last=False),
+    "fast": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, channels_last=None),
+    "no-sdpa": dict(sdpa=False, deform_attn="fast", fp32_sampling=True, channels_last=None),
+    "no-deform": dict(sdpa=True, deform_attn="reference", fp32_sampling=True, channels_last=None),
+    "no-channels-last": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, channels_last=False),
+}
+
+
+def parse_variants(text: str, default_dtype: str) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """``"reference,fast,fast:bf16"`` -> [(label, dtype, optimize_model kwargs)]."""
+    out = []
+    for item in text.split(","):
+        name, _, dtype = item.strip().partition(":")
+        if name not in VARIANTS:
+            raise SystemExit(f"--compare: unknown variant {name!r}; expected {sorted(VARIANTS)} (optionally :bf16 / :fp16)")
+        dtype = dtype or default_dtype
+        if dtype not in DTYPES:
+            raise SystemExit(f"--compare: unknown dtype {dtype!r} in {item!r}; expected {sorted(DTYPES)}")
+        out.append((f"{name}:{dtype}", dtype, VARIANTS[name]))
+    return out
+
+
+def compare_variants(model: Any, variants: List[Tuple[str, str, Dict[str, Any]]], source: Any, frames: np.ndarray,
+                     window: int, device: torch.device, warmup: int, repeat: int) -> Dict[str, Any]:
+    """Per-stage best times of every variant, the variants alternating pass after pass so that a load change on a
+    shared machine hits all of them alike."""
+    n_frames = len(frames)
+    best: Dict[str, Dict[str, float]] = {label: {} for label, _, _ in variants}
+    best_cpu: Dict[str, Dict[str, float]] = {label: {} for label, _, _ in variants}
+    for label, dtype, kw in variants:
+        if dtype == "fp16" and device.type == "cpu":
+            raise SystemExit("--compare: fp16 needs CUDA (CPU autocast supports bf16)")
+        perf.optimize_model(model, **kw)
+        if warmup > 0:
+            run_pipeline(model, source, frames, window, device, dtype, max_windows=warmup)
+    for _ in range(max(1, repeat)):
+        for label, dtype, kw in variants:
+            perf.optimize_model(model, **kw)
+            timer = Timer(device)
+            vit = _ViTHooks(model.backbone, timer)
+            has_vit = vit.active
+            try:
+                run_pipeline(model, source, frames, window, device, dtype, timer=timer)
+            finally:
+                vit.remove()
+            if has_vit:
+                timer.seconds["adapter"] = timer.seconds["backbone"] - vit.seconds
+                timer.seconds["backbone"] = vit.seconds
+                timer.cpu_seconds["adapter"] = timer.cpu_seconds["backbone"] - vit.cpu_seconds
+                timer.cpu_seconds["backbone"] = vit.cpu_seconds
+            model_s = sum(v for k, v in timer.seconds.items() if k not in ("decode", "preprocess", "postprocess"))
+            timer.seconds["model"] = model_s
+            timer.cpu_seconds["model"] = sum(v for k, v in timer.cpu_seconds.items()
+                                             if k not in ("decode", "preprocess", "postprocess"))
+            for k, v in timer.seconds.items():
+                best[label][k] = min(best[label].get(k, float("inf")), v)
+            for k, v in timer.cpu_seconds.items():
+                best_cpu[label][k] = min(best_cpu[label].get(k, float("inf")), v)
+    base = variants[0][0]
+    return {label: {"ms_per_frame": {k: 1e3 * v / n_frames for k, v in best[label].items()},
+                    "cpu_ms_per_frame": {k: 1e3 * v / n_frames for k, v in best_cpu[label].items()},
+                    "model_fps": n_frames / best[label]["model"],
+                    "speedup_vs_first": best[base]["model"] / best[label]["model"]}
+            for label, _, _ in variants}
+
+
+def print_compare(r: Dict[str, Any]) -> None:
+    h, w = r["resolution"]
+    print(f"{r['config']} ({r['variant']} {r['mode']}, {r['backbone']}) {h}x{w}, {r['frames']} frames, "
+          f"window {r['window']} on {r['device']} ({r['threads']} threads); best of {r['repeat']} alternating passes")
+    stages = [s for s in STAGES[2:-1] if any(s in v["ms_per_frame"] for v in r["compare"].values())] + ["model"]
+    print(f"{'wall ms/frame':<24}" + "".join(f"{s:>14}" for s in stages) + f"{'frames/s':>10}{'speedup':>9}")
+    for label, v in r["compare"].items():
+        print(f"{label:<24}" + "".join(f"{v['ms_per_frame'].get(s, float('nan')):>14.1f}" for s in stages)
+              + f"{v['model_fps']:>10.3g}{v['speedup_vs_first']:>9.2f}")
+    # process CPU time: what a busy shared machine disturbs least
+    first = next(iter(r["compare"].values()))["cpu_ms_per_frame"]["model"]
+    print(f"{'CPU ms/frame':<24}" + "".join(f"{s:>14}" for s in stages) + f"{'':>10}{'speedup':>9}")
+    for label, v in r["compare"].items():
+        print(f"{label:<24}" + "".join(f"{v['cpu_ms_per_frame'].get(s, float('nan')):>14.1f}" for s in stages)
+              + f"{'':>10}{first / v['cpu_ms_per_frame']['model']:>9.2f}")
+
+
 def build_model(args: argparse.Namespace, device: torch.device) -> Tuple[Any, DVISConfig]:
     cfg = load_config(args.config, args.mode)
     torch.manual_seed(args.seed)
@@ -393,6 +481,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile backbone / pixel decoder / decoder")
     p.add_argument("--reference", action="store_true", help="every fast path off (the official computation)")
+    p.add_argument("--compare", default=None, metavar="V1,V2,...",
+                   help="time fast-path variants on one model, alternating: reference, fast, no-sdpa, no-deform,\n"
+                        "no-channels-last, each optionally :bf16 / :fp16 (e.g. reference,fast,fast:bf16)")
     p.add_argument("--warmup", type=int, default=1, help="windows run before timing (default 1)")
     p.add_argument("--repeat", type=int, default=1, help="timed passes; the best of them is reported")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -431,12 +522,26 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         path = write_test_video(Path(tmp) / "bench.mp4", frames)
         source = open_video(path) if path is not None else None
         # decoding ignores `frames` when a file exists: keep them only as the no-codec fallback
+        if args.compare:
+            variants = parse_variants(args.compare, args.dtype)
+            result = {"config": args.config, "variant": cfg.variant, "mode": cfg.mode, "backbone": cfg.backbone.type,
+                      "resolution": [h, w], "frames": n_frames, "window": window, "device": str(device),
+                      "threads": torch.get_num_threads(), "repeat": max(1, args.repeat), "torch": torch.__version__,
+                      "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                      "compare": compare_variants(model, variants, source, frames, window, device, args.warmup,
+                                                  args.repeat)}
+            print_compare(result)
+            if args.json:
+                text = json.dumps(result, indent=2)
+                print(text) if args.json == "-" else Path(args.json).write_text(text)
+            return result
         if args.warmup > 0:
             run_pipeline(model, source, frames, window, device, args.dtype, max_windows=args.warmup)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
         best: Dict[str, float] = {}
+        best_cpu: Dict[str, float] = {}
         timer = None
         for _ in range(max(1, args.repeat)):
             timer = Timer(device)
@@ -450,20 +555,25 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 # ViT-Adapter: the ViT blocks stay "backbone", the rest of the backbone is the adapter
                 timer.seconds["adapter"] = timer.seconds["backbone"] - vit.seconds
                 timer.seconds["backbone"] = vit.seconds
+                timer.cpu_seconds["adapter"] = timer.cpu_seconds["backbone"] - vit.cpu_seconds
+                timer.cpu_seconds["backbone"] = vit.cpu_seconds
             for k, v in timer.seconds.items():
                 best[k] = min(best.get(k, float("inf")), v)
+            for k, v in timer.cpu_seconds.items():
+                best_cpu[k] = min(best_cpu.get(k, float("inf")), v)
         if source is None:
             best.pop("decode", None)
 
-        e2e_s = None
+        e2e_s = e2e_cpu = None
         if not args.no_e2e:
-            e2e_s = float("inf")
+            e2e_s = e2e_cpu = float("inf")
             for _ in range(max(1, args.repeat)):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 run_pipeline(model, source, frames, window, device, args.dtype, prefetch=True)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 e2e_s = min(e2e_s, time.perf_counter() - t0)
+                e2e_cpu = min(e2e_cpu, time.process_time() - c0)
 
         flops: Dict[str, int] = {}
         counted_frames = 0
@@ -488,12 +598,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                        "channels_last": args.channels_last if not args.reference else "off",
                        "compile": args.compile, "defaults": dataclasses.asdict(perf.get_fast_paths())},
         "stages": {k: {"seconds": s, "fps": n_frames / s if s > 0 else None,
+                       "cpu_seconds": best_cpu.get(k),
                        "gflop_per_frame": flops_per_frame.get(k, 0) / 1e9 or None,
                        "tflops": (flops_per_frame.get(k, 0) * n_frames / s / 1e12) if s > 0 and k in flops_per_frame
                        else None}
                    for k, s in stage_s.items()},
         "model_fps": n_frames / model_s if model_s > 0 else None,
         "end_to_end_fps": e2e_fps,
+        "end_to_end_cpu_seconds_per_frame": e2e_cpu / n_frames if e2e_cpu else None,
+        "model_cpu_seconds_per_frame": sum(v for k, v in best_cpu.items() if k in stage_s and k not in
+                                           ("decode", "preprocess", "postprocess")) / n_frames,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "gflop_per_frame": total_flops_frame / 1e9 if flops_per_frame else None,
         "achieved_tflops": (total_flops_frame * n_frames / model_s / 1e12) if (flops_per_frame and model_s > 0)
         else None,
@@ -524,11 +639,12 @@ def print_report(r: Dict[str, Any]) -> None:
     h, w = r["resolution"]
     print(f"{r['config']} ({r['variant']} {r['mode']}, {r['backbone']}) {h}x{w}, {r['frames']} frames, "
           f"window {r['window']}, {r['dtype']} on {r['device']} ({r['device_name']}, {r['threads']} threads)")
-    print(f"{'stage':<14}{'frames/s':>10}{'ms/frame':>10}{'GFLOP/frame':>13}{'TFLOP/s':>9}")
+    print(f"{'stage':<14}{'frames/s':>10}{'ms/frame':>10}{'CPU ms/frame':>14}{'GFLOP/frame':>13}{'TFLOP/s':>9}")
     for k, s in r["stages"].items():
         ms = 1e3 * s["seconds"] / r["frames"]
-        print(f"{k:<14}{_fmt(s['fps'], '.4g'):>10}{ms:>10.1f}{_fmt(s['gflop_per_frame'], '.4g'):>13}"
-              f"{_fmt(s['tflops'], '.3g'):>9}")
+        cpu = 1e3 * s["cpu_seconds"] / r["frames"] if s.get("cpu_seconds") is not None else None
+        print(f"{k:<14}{_fmt(s['fps'], '.4g'):>10}{ms:>10.1f}{_fmt(cpu, '.1f'):>14}"
+              f"{_fmt(s['gflop_per_frame'], '.4g'):>13}{_fmt(s['tflops'], '.3g'):>9}")
     print(f"model (backbone..refiner): {_fmt(r['model_fps'], '.4g')} frames/s;  end to end (decode -> results): "
           f"{_fmt(r['end_to_end_fps'], '.4g')} frames/s")
     if r["gflop_per_frame"] is not None:

@@ -355,6 +355,18 @@ def test_speed_benchmark_vit_offline_reference(speed_module, capsys):
     assert r["end_to_end_fps"] is None
 
 
+def test_speed_benchmark_compare(speed_module, capsys):
+    r = speed_module.main(["--config", "tiny", "--frames", "2", "--window", "2", "--warmup", "0",
+                           "--compare", "reference,fast,no-deform,fast:bf16"])
+    assert list(r["compare"]) == ["reference:fp32", "fast:fp32", "no-deform:fp32", "fast:bf16"]
+    for v in r["compare"].values():
+        assert v["model_fps"] > 0 and v["ms_per_frame"]["pixel_decoder"] > 0
+    assert r["compare"]["reference:fp32"]["speedup_vs_first"] == 1.0
+    assert "speedup" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown variant"):
+        speed_module.main(["--config", "tiny", "--compare", "fastest"])
+
+
 def test_speed_benchmark_bad_arguments(speed_module):
     with pytest.raises(SystemExit, match="resolution"):
         speed_module.main(["--resolution", "big"])

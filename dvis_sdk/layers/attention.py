@@ -37,9 +37,11 @@ def multi_head_attention(mha: nn.MultiheadAttention, query: Tensor, key: Tensor,
     w, b = mha.in_proj_weight, mha.in_proj_bias
     bq, bk, bv = (None, None, None) if b is None else b.chunk(3)
     wq, wk, wv = w.chunk(3)
-    q = F.linear(query, wq, bq)
-    k = F.linear(key, wk, bk)
-    v = F.linear(value, wv, bv)
+    # 2-D projections: the (L, B, E) inputs are often permuted views, and for those aten::matmul can take a
+    # batched path that expands the weight L times (measured: 4x slower decoder under CPU bf16 autocast).
+    q = F.linear(query.reshape(tgt_len * bsz, embed), wq, bq)
+    k = F.linear(key.reshape(src_len * bsz, key.shape[-1]), wk, bk)
+    v = F.linear(value.reshape(src_len * bsz, value.shape[-1]), wv, bv)
     # (L, B, E) -> (B, heads, L, head_dim)
     q = q.view(tgt_len, bsz, heads, -1).permute(1, 2, 0, 3)
     k = k.view(src_len, bsz, heads, -1).permute(1, 2, 0, 3)

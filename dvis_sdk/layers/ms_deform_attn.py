@@ -180,7 +180,7 @@ class MSDeformAttn(nn.Module):
         if reference_points.shape[-1] != 2:
             raise ValueError(f"reference_points must end in 2 (x, y), got shape {tuple(reference_points.shape)}")
         device_type = query.device.type
-        if torch.is_autocast_enabled(device_type) and perf.resolve(self, "fp32_sampling"):
+        if perf.autocast_enabled(device_type) and perf.resolve(self, "fp32_sampling"):
             # Where to sample is the numerically fragile part: keep it out of half precision.
             with torch.autocast(device_type, enabled=False):
                 locations, weights = self._sampling(query.float(), reference_points.float(), input_spatial_shapes)

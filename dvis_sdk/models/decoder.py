@@ -191,7 +191,10 @@ class VideoMaskedAttentionDecoder(nn.Module):
         predictions_class: List[Tensor] = []
         predictions_mask: List[Tensor] = []
         per_head = not perf.resolve(self, "sdpa")
-        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, size_list[0],
+        # Under autocast the (fp32) mask features would be cast for each of the num_layers + 1 mask einsums;
+        # casting once gives the same numbers.
+        head_features = perf.autocast_cast(mask_features)
+        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, head_features, size_list[0],
                                                                                per_head)
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
@@ -209,7 +212,7 @@ class VideoMaskedAttentionDecoder(nn.Module):
             output = self.transformer_ffn_layers[i](output)
 
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-                output, mask_features, size_list[(i + 1) % self.num_feature_levels], per_head)
+                output, head_features, size_list[(i + 1) % self.num_feature_levels], per_head)
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
 
