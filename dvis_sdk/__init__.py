@@ -1,7 +1,7 @@
 """dvis_sdk: pure-PyTorch DVIS / DVIS++ video instance segmentation.
 
 >>> from dvis_sdk import VideoSegmenter
->>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50.yaml", "model_final.pth")  # doctest: +SKIP
+>>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
 >>> result = seg.predict(frames)                                                              # doctest: +SKIP
 """
 from .config import DVISConfig

@@ -61,9 +61,68 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.score_threshold:
             result = result.filter(args.score_threshold)
         path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
+        if args.save_id_maps:
+            from .visualize import save_id_maps
+
+            save_id_maps(result, out_dir / "id_maps")
         if not args.quiet:
             print(f"{src}: {len(result.instances)} instances over {result.num_frames} frames -> {path}")
     return 1 if failed else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from .evaluation import evaluate_ytvis, format_table
+
+    results = args.results[0] if len(args.results) == 1 else args.results
+    stats = evaluate_ytvis(args.gt, results, per_category=args.per_category)
+    if args.json:
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in stats.items()}
+        if "per_category" in clean:
+            clean["per_category"] = {k: (None if math.isnan(v) else v) for k, v in stats["per_category"].items()}
+        print(json.dumps(clean, indent=2))
+        return 0
+    print(format_table(stats))
+    if args.per_category:
+        width = max([len(n) for n in stats["per_category"]] + [8])
+        print(f"\n{'category':<{width}}  AP")
+        for name, ap in stats["per_category"].items():
+            print(f"{name:<{width}}  {'-' if math.isnan(ap) else f'{ap:.1f}'}")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import predict_folder
+    from .inference.predictor import resolve_device
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.ray is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("--ray needs Ray: pip install 'dvis_sdk[ray]'")
+    # a Ray cluster's GPUs need not be on this machine: only "auto" is resolved here for --ray
+    device = args.device if args.ray is not None and args.device != "auto" else str(resolve_device(args.device))
+    several = args.workers > 1 or args.devices or args.ray is not None
+    # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU
+    args.device = "cpu" if several else device
+    seg = _load_segmenter(args)
+    if args.window_size:
+        seg.window_size = args.window_size
+    if args.chunk_size:
+        seg.chunk_size = args.chunk_size
+    devices = args.devices or ([device] * args.workers if several else None)
+    summary = predict_folder(seg, args.src, args.out_dir, pattern=args.pattern or "*.mp4", recursive=args.recursive,
+                             save_video=args.save_video, overwrite=args.overwrite, devices=devices,
+                             backend="ray" if args.ray is not None else "local",
+                             ray_address=None if args.ray in (None, "local") else args.ray, progress=not args.quiet,
+                             stride=args.stride, max_frames=args.max_frames, score_threshold=args.score_threshold,
+                             overlap=not args.no_overlap, cpus_per_worker=args.threads)
+    print(summary.table(), file=sys.stderr if summary.exit_code else sys.stdout)
+    return summary.exit_code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -144,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     pr.add_argument("--out", default="out")
     pr.add_argument("--save-video", action="store_true", help="also write an overlay video")
+    pr.add_argument("--save-id-maps", action="store_true",
+                    help="also write id_maps/000000.png ...: 16-bit PNGs of track_id + 1 per pixel (0 = background)")
     pr.add_argument("--score-threshold", type=float, default=0.0)
     pr.add_argument("--max-frames", type=int, default=None)
     pr.add_argument("--stride", type=int, default=1, help="use every N-th frame")
@@ -154,6 +215,49 @@ def build_parser() -> argparse.ArgumentParser:
                     help="offline mode: frames the refiner sees at once (default 300)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("eval", help="YouTube-VIS / OVIS video AP of results against a ground-truth file")
+    ev.add_argument("gt", metavar="GT_JSON", help="YouTube-VIS annotation file (videos, annotations, categories)")
+    ev.add_argument("results", metavar="RESULTS_JSON", nargs="+",
+                    help="YouTube-VIS results list, or results.json files written by `dvis predict` (one per video)")
+    ev.add_argument("--per-category", action="store_true", help="also print the AP of each category")
+    ev.add_argument("--json", action="store_true", help="print the numbers (0-100) as JSON instead of the table")
+    ev.set_defaults(func=cmd_eval)
+
+
+    ba = sub.add_parser("batch", help="segment every video of a folder / glob / list (resumable)",
+                        description="Segment every video of SRC into OUT_DIR: OUT_DIR/<relative path>/results.json "
+                                    "per video, a merged results.json (YouTube-VIS submission format), videos.json "
+                                    "and manifest.jsonl. Rerunning resumes; exit code 1 if a video failed, 130 if "
+                                    "interrupted. See docs/batch.md.")
+    ba.add_argument("src", help="a folder, a glob ('data/**/*.mp4', quoted) or a text file listing videos")
+    ba.add_argument("out_dir")
+    ba.add_argument("--model", default=None,
+                    help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
+    ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
+    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    ba.add_argument("--mode", choices=["online", "offline"], default=None)
+    ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
+    ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    ba.add_argument("--pattern", action="append", default=None,
+                    help="file name pattern of the videos in a folder (default '*.mp4'; repeat for several)")
+    ba.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    ba.add_argument("--save-video", action="store_true", help="also write an overlay video per input")
+    ba.add_argument("--workers", type=int, default=1, help="worker processes (CPU: each gets cores/N threads)")
+    ba.add_argument("--devices", default=None, help="one worker per device, e.g. cuda:0,cuda:1")
+    ba.add_argument("--threads", type=int, default=None, help="CPU threads per worker")
+    ba.add_argument("--overwrite", action="store_true", help="reprocess videos that already have a result")
+    ba.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run the workers as Ray actors on the cluster at ADDRESS (default: RAY_ADDRESS or a "
+                         "local Ray)")
+    ba.add_argument("--score-threshold", type=float, default=0.0)
+    ba.add_argument("--max-frames", type=int, default=None)
+    ba.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    ba.add_argument("--window-size", type=int, default=None, help="frames the segmenter runs at once")
+    ba.add_argument("--chunk-size", type=int, default=None, help="offline mode: frames the refiner sees at once")
+    ba.add_argument("--no-overlap", action="store_true", help="do not decode the next video during inference")
+    ba.add_argument("--quiet", action="store_true", help="no progress bars")
+    ba.set_defaults(func=cmd_batch)
 
     sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)
 
@@ -206,16 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .convert import ConversionError
+    from .batch import BatchLockedError
     from .hub import ChecksumError, UnknownModelError, WeightsUnavailableError
-    from .inference.video_io import VideoReadError
+    from .inference.video_io import VideoReadError, VideoWriteError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `dvis models | head`
         return 0
+    except KeyboardInterrupt:
+        print("dvis: interrupted", file=sys.stderr)
+        return 130
     except (UserError, ConversionError, ChecksumError, UnknownModelError, WeightsUnavailableError, VideoReadError,
-            FileNotFoundError, ValueError) as e:
+            VideoWriteError, FileNotFoundError, ValueError, BatchLockedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"dvis: error: {msg}", file=sys.stderr)
         return 2

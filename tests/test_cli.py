@@ -32,12 +32,28 @@ def clip(tmp_path_factory):
 
 def test_predict_writes_results_and_overlay(tiny_model_dir, clip, tmp_path, capsys):
     rc = main(["predict", str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--save-video",
-               "--device", "cpu"])
+               "--save-id-maps", "--device", "cpu"])
     assert rc == 0
     results = json.loads((tmp_path / "results.json").read_text())["instances"]
     assert len(results) == 10 and all(len(r["segmentations"]) == 5 for r in results)
     assert (tmp_path / "overlay.mp4").stat().st_size > 0
     assert "10 instances over 5 frames" in capsys.readouterr().out
+    from dvis_sdk.visualize import load_id_map
+    saved = dvis_sdk.VideoResult.load(tmp_path)
+    maps = sorted((tmp_path / "id_maps").iterdir())
+    assert [p.name for p in maps] == [f"{t:06d}.png" for t in range(5)]
+    for t, p in enumerate(maps):
+        assert (load_id_map(p) == saved.frame(t).id_map()).all()
+
+
+def test_predict_no_video_codec_is_a_one_line_error(tiny_model_dir, clip, tmp_path, capsys, monkeypatch):
+    from dvis_sdk.inference import video_io
+    monkeypatch.setitem(video_io._WRITE_CODECS, ".mp4", ("ZZZZ",))
+    monkeypatch.setattr(video_io, "_FALLBACK", (".avi", "YYYY"))
+    rc = main(["predict", str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--save-video",
+               "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "no available video codec" in err
 
 
 def test_convert_then_predict_round_trip(tmp_path):

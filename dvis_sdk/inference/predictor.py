@@ -52,12 +52,13 @@ def _tensor_chunks(x: torch.Tensor, window: int, stride: int, max_frames: Option
 class VideoSegmenter:
     """Video instance segmentation with a DVIS / DVIS++ model.
 
-    >>> seg = VideoSegmenter.from_official("DVIS_Plus_Online_R50.yaml", "model_final.pth")  # doctest: +SKIP
+    >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
     >>> result = seg.predict(frames)                                                        # doctest: +SKIP
     """
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
-                 window_size: Optional[int] = None, chunk_size: Optional[int] = None):
+                 window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
+                 compile: bool = False):
         self.device = resolve_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
@@ -66,10 +67,18 @@ class VideoSegmenter:
             dtype = "fp32"
         self.dtype = dtype
         self.model = model.to(self.device).eval()
+        from ..perf import optimize_model
+
+        # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
+        # torch.compile only on request: its first call per input shape compiles for a long time
+        optimize_model(self.model, compile=compile)
         self.window_size = window_size or model.cfg.test.window_size
         if self.window_size < 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError("window_size and chunk_size must be >= 1")
         self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
+        # mask logits of all queries are held (on the device) up to this size, so that only the kept instances
+        # are up-sampled at the end; longer videos switch to encoding every window as it comes (same result)
+        self.mask_buffer_mb = mask_buffer_mb
 
     @property
     def cfg(self) -> DVISConfig:
@@ -209,7 +218,7 @@ class VideoSegmenter:
         windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
                                       max_frames=max_frames, start=start, end=end)
         runner = self._runner(info, window_size, chunk_size, use_refiner=True)
-        acc = ScoreAccumulator(self.cfg.segmenter.num_queries)
+        acc = ScoreAccumulator(self.cfg.segmenter.num_queries, buffer_bytes=int(self.mask_buffer_mb * 2**20))
         try:
             for w in self._run(runner, windows, progress, info["num_frames"], info["name"]):
                 acc.add(w)
@@ -223,11 +232,14 @@ class VideoSegmenter:
     def _video_result(self, acc, info: dict, runner, stride: int, start: Optional[float]) -> VideoResult:
         names = self.cfg.class_names
         h, w = info["height"], info["width"]
-        instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=acc.rles[q], height=h, width=w)
-                     for s, l, q in zip(*acc.select(self.cfg.test.max_num))]
+        scores, labels, queries = acc.select(self.cfg.test.max_num)
+        masks = acc.masks_of(queries)
+        instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=masks[q], height=h, width=w)
+                     for s, l, q in zip(scores, labels, queries)]
         meta = {"mode": "offline" if runner.offline else "online", "source": info.get("path") or info["name"],
                 "fps": info.get("fps"), "stride": stride, "start": start, "model_size": list(info["model_size"]),
-                "window_size": runner.window_size, "chunk_size": runner.chunk_size, "dtype": self.dtype}
+                "window_size": runner.window_size, "chunk_size": runner.chunk_size, "dtype": self.dtype,
+                "masks_encoded_per_window": acc.streaming}
         return VideoResult(instances=instances, num_frames=acc.frames, height=h, width=w, class_names=names, meta=meta)
 
     @torch.no_grad()
@@ -255,12 +267,14 @@ class VideoSegmenter:
             pred_cls, _ = acc.mean_logits()
             scores, labels = torch.softmax(pred_cls, -1)[:, :-1].max(-1)
             order = torch.argsort(scores, descending=True, stable=True).tolist()
+            reported = [q for q in order if float(scores[q]) >= score_threshold]
+            rles = res.encode(reported)
             for i in range(res.num_frames):
                 insts = []
-                for q in order:
-                    if len(insts) >= self.cfg.test.max_num or float(scores[q]) < score_threshold:
+                for q in reported:
+                    if len(insts) >= self.cfg.test.max_num:
                         break
-                    rle = res.rles[q][i]
+                    rle = rles[q][i]
                     if rle is not None:
                         lab = int(labels[q])
                         insts.append(FrameInstance(q, lab, float(scores[q]), decode(rle), names[lab] if names else None))
@@ -272,6 +286,14 @@ class VideoSegmenter:
         if self.dtype == "fp32":
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+
+    def predict_folder(self, src: Any, out_dir: Union[str, Path], **kwargs: Any):
+        """Segment every video of a folder / glob / list file into ``out_dir``: one result per video, a merged
+        YouTube-VIS ``results.json`` and a manifest; resumable and fault-isolated. See
+        :func:`dvis_sdk.batch.predict_folder` (keyword arguments) and ``docs/batch.md``."""
+        from ..batch import predict_folder
+
+        return predict_folder(self, src, out_dir, **kwargs)
 
 
 def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:

@@ -55,42 +55,89 @@ def _free_memory(device: torch.device) -> None:
 @dataclass
 class WindowResult:
     """One processed stretch of frames: ``logits`` (t, Q, C+1) float32 for ranking (``aux_logits``: the tracker's,
-    offline only) and ``rles[q][i]`` the mask of query ``q`` in its ``i``-th frame (None = empty)."""
+    offline only) and ``mask_logits`` (Q, t, h, w) at stride 4 of the padded input, on the model's device.
+    ``encode`` thresholds them exactly as the official post-processing and run-length encodes them."""
 
     start: int
     logits: Tensor
-    rles: List[List[Optional[RLE]]]
+    mask_logits: Tensor
+    padded_size: Tuple[int, int]
+    image_size: Tuple[int, int]
+    output_size: Tuple[int, int]
     aux_logits: Optional[Tensor] = None
 
     @property
     def num_frames(self) -> int:
         return int(self.logits.shape[0])
 
+    def encode(self, queries: Optional[List[int]] = None) -> Dict[int, List[Optional[RLE]]]:
+        """``{q: [rle or None per frame]}`` for ``queries`` (default: all)."""
+        qs = list(range(self.mask_logits.shape[0])) if queries is None else list(queries)
+        rles = encode_window_masks(self.mask_logits[qs], self.padded_size, self.image_size, self.output_size)
+        return dict(zip(qs, rles))
+
+    def nbytes(self) -> int:
+        return self.mask_logits.numel() * self.mask_logits.element_size()
+
 
 @dataclass
 class ScoreAccumulator:
-    """Running per-query sums of the class logits and every query's masks so far (the online ``predict`` state)."""
+    """Running per-query sums of the class logits (float64, so thousands of frames do not drift from the official
+    mean) and, with ``keep_masks``, every query's masks so far.
+
+    Masks are kept as raw mask logits while they fit in ``buffer_bytes`` (then, at the end, only the kept
+    instances are up-sampled and encoded, like the official post-processing); beyond that, every window is
+    encoded for all queries as it arrives so memory stops growing except for the RLE results. Both give the same
+    masks."""
 
     num_queries: int
     keep_masks: bool = True
+    buffer_bytes: int = 1 << 30
     frames: int = 0
     logit_sum: Optional[Tensor] = None
     aux_sum: Optional[Tensor] = None
+    buffered: List[WindowResult] = field(default_factory=list)
     rles: List[List[Optional[RLE]]] = field(default_factory=list)
 
     def add(self, w: WindowResult) -> None:
-        # float64 sums: a running sum over thousands of frames must not drift from the official mean
         s = w.logits.double().sum(0)
         self.logit_sum = s if self.logit_sum is None else self.logit_sum + s
         if w.aux_logits is not None:
             a = w.aux_logits.double().sum(0)
             self.aux_sum = a if self.aux_sum is None else self.aux_sum + a
         self.frames += w.num_frames
-        if self.keep_masks:
-            if not self.rles:
-                self.rles = [[] for _ in range(self.num_queries)]
-            for q in range(self.num_queries):
-                self.rles[q].extend(w.rles[q])
+        if not self.keep_masks:
+            return
+        if self.rles:  # already streaming
+            self._append(w.encode())
+            return
+        self.buffered.append(w)
+        if sum(b.nbytes() for b in self.buffered) > self.buffer_bytes:
+            self.rles = [[] for _ in range(self.num_queries)]
+            for b in self.buffered:
+                self._append(b.encode())
+            self.buffered = []
+
+    def _append(self, enc: Dict[int, List[Optional[RLE]]]) -> None:
+        for q in range(self.num_queries):
+            self.rles[q].extend(enc[q])
+
+    @property
+    def streaming(self) -> bool:
+        """True once the buffer overflowed and masks are encoded window by window."""
+        return bool(self.rles)
+
+    def masks_of(self, queries: List[int]) -> Dict[int, List[Optional[RLE]]]:
+        """Every frame's RLE of each query in ``queries``."""
+        if self.streaming:
+            return {q: self.rles[q] for q in queries}
+        out: Dict[int, List[Optional[RLE]]] = {q: [] for q in queries}
+        uniq = sorted(set(queries))
+        for b in self.buffered:
+            enc = b.encode(uniq)
+            for q in uniq:
+                out[q].extend(enc[q])
+        return out
 
     def mean_logits(self) -> Tuple[Tensor, Optional[Tensor]]:
         aux = None if self.aux_sum is None else (self.aux_sum / self.frames).float()
@@ -133,7 +180,7 @@ class WindowRunner:
 
     def __init__(self, model: OnlineDVIS, device: torch.device, autocast: Callable[[], object],
                  image_size: Tuple[int, int], output_size: Tuple[int, int], window_size: int,
-                 chunk_size: Optional[int] = None, use_refiner: bool = True, encode: bool = True):
+                 chunk_size: Optional[int] = None, use_refiner: bool = True):
         self.model = model
         self.device = device
         self.autocast = autocast
@@ -142,7 +189,6 @@ class WindowRunner:
         self.window_size = window_size
         self.offline = isinstance(model, OfflineDVIS) and use_refiner
         self.chunk_size = max(chunk_size or window_size, window_size) if self.offline else None
-        self.encode = encode
         self.state: Optional[TrackerState] = None
         self.frames_done = 0
         self._pending: List[WindowOutput] = []  # offline: tracked windows waiting for the refiner
@@ -209,15 +255,13 @@ class WindowRunner:
         if self.offline and self._pending:
             yield from self._refine_pending()
 
-    def _encode(self, mask_logits: Tensor) -> List[List[Optional[RLE]]]:
-        if not self.encode:
-            return []
-        return encode_window_masks(mask_logits, self._padded, self.image_size, self.output_size)
+    def _result(self, start: int, logits: Tensor, mask_logits: Tensor, aux: Optional[Tensor] = None) -> WindowResult:
+        return WindowResult(start=start, logits=logits[0].float(), mask_logits=mask_logits[0],
+                            padded_size=self._padded, image_size=self.image_size, output_size=self.output_size,
+                            aux_logits=aux)
 
     def _online_result(self, w: WindowOutput) -> WindowResult:
-        logits = w.tracker["pred_logits"][0].float()
-        rles = self._encode(w.tracker["pred_masks"][0])
-        return WindowResult(start=self.frames_done, logits=logits, rles=rles)
+        return self._result(self.frames_done, w.tracker["pred_logits"], w.tracker["pred_masks"])
 
     def _refine_pending(self) -> Iterator[WindowResult]:
         windows, self._pending, self._pending_frames = self._pending, [], 0
@@ -247,18 +291,7 @@ class WindowRunner:
             yield from self._refine(windows[half:], start + sum(w.tracker["pred_logits"].shape[1] for w in windows[:half]))
             return
         online = torch.cat([w.tracker["pred_logits"] for w in windows], dim=1)[0].float()
-        rles = self._encode(refined["pred_masks"][0])
-        yield WindowResult(start=start, logits=refined["pred_logits"][0].float(), rles=rles, aux_logits=online)
-
-
-def windows_to_frames(rles: List[List[Optional[RLE]]], t: int) -> List[Dict[int, RLE]]:
-    """Transpose ``rles[q][i]`` to per-frame ``{q: rle}`` dicts of the non-empty masks."""
-    frames: List[Dict[int, RLE]] = [{} for _ in range(t)]
-    for q, per_frame in enumerate(rles):
-        for i, r in enumerate(per_frame):
-            if r is not None:
-                frames[i][q] = r
-    return frames
+        yield self._result(start, refined["pred_logits"], refined["pred_masks"], online)
 
 
 def decode(rle: RLE) -> np.ndarray:

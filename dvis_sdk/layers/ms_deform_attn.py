@@ -4,14 +4,25 @@ The function reproduces the semantics of the official CUDA kernel and of its pur
 fallback ``ms_deform_attn_core_pytorch``: sampling locations are normalised to [0, 1] over each
 level (offsets divided by (W_l, H_l)), sampled with ``grid_sample`` (bilinear, zero padding,
 ``align_corners=False``), and the attention softmax runs jointly over levels x points.
+
+Two implementations: :func:`ms_deform_attn` (the reference: one ``grid_sample`` per level, as the official
+fallback) and :func:`ms_deform_attn_fast` (the default, see :mod:`dvis_sdk.perf`: one weighted gather over all
+levels, points and bilinear corners). ``MSDeformAttn`` picks one through the ``deform_attn`` switch.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .. import perf
+
+
+def _shape_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
+    return [(int(h), int(w)) for h, w in (spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor)
+                                          else spatial_shapes)]
 
 
 def ms_deform_attn(
@@ -33,7 +44,7 @@ def ms_deform_attn(
     """
     n, _, n_heads, head_dim = value.shape
     _, len_q, _, n_levels, n_points, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in (spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor) else spatial_shapes)]
+    shapes = _shape_list(spatial_shapes)
     value_list = value.split([h * w for h, w in shapes], dim=1)
     # grid_sample expects coordinates in [-1, 1]
     grids = 2 * sampling_locations - 1
@@ -48,6 +59,65 @@ def ms_deform_attn(
     attn = attention_weights.transpose(1, 2).reshape(n * n_heads, 1, len_q, n_levels * n_points)
     out = (torch.stack(sampled, dim=-2).flatten(-2) * attn).sum(-1)
     return out.view(n, n_heads * head_dim, len_q).transpose(1, 2).contiguous()
+
+
+def ms_deform_attn_fast(
+    value: Tensor,
+    spatial_shapes: Tensor | Sequence[Sequence[int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Same contract and result as :func:`ms_deform_attn`, as one ``F.embedding_bag`` over all samples.
+
+    Every (query, head) output is a weighted sum of ``n_levels * n_points * 4`` value rows (the bilinear
+    corners), the weights being bilinear weight x attention weight. Each level's value map gets a one-pixel zero
+    border, so corners just outside the map read zeros and no validity masks are needed; locations further out
+    are clamped onto the border (all their corners then carry zero value or zero weight), which reproduces
+    ``grid_sample``'s zero padding. Coordinates and weights are computed in fp32 whatever the value dtype.
+    """
+    n, len_in, n_heads, head_dim = value.shape
+    _, len_q, _, n_levels, n_points, _ = sampling_locations.shape
+    shapes = _shape_list(spatial_shapes)
+    if sum(h * w for h, w in shapes) != len_in:
+        raise ValueError(f"spatial_shapes {shapes} cover {sum(h * w for h, w in shapes)} positions, value has {len_in}")
+    device = value.device
+    # (N, sum (H+2)(W+2), M, D) value table with a zero border around every level; row = (n, position, head)
+    padded = [F.pad(v.reshape(n, h, w, n_heads * head_dim), (0, 0, 1, 1, 1, 1))
+              for v, (h, w) in zip(value.split([h * w for h, w in shapes], dim=1), shapes)]
+    table = torch.cat([p.reshape(n, -1, n_heads * head_dim) for p in padded], 1).reshape(-1, head_dim)
+    len_pad = table.shape[0] // (n * n_heads)
+    itype = torch.int32 if table.shape[0] < 2 ** 31 - 1 else torch.int64
+    starts, acc = [], 0
+    for h, w in shapes:
+        starts.append(acc)
+        acc += (h + 2) * (w + 2)
+    starts_t = torch.tensor(starts, dtype=itype, device=device).view(n_levels, 1)
+    row_len = torch.tensor([w + 2 for _, w in shapes], dtype=itype, device=device).view(n_levels, 1)
+    size = torch.tensor([(w, h) for h, w in shapes], dtype=torch.float32, device=device).view(n_levels, 1, 2)
+
+    # pixel coordinates as grid_sample (align_corners=False) computes them, kept inside [-1, size]
+    pix = torch.minimum((sampling_locations.float() * size - 0.5).clamp(min=-1.0), size)
+    x, y = pix.unbind(-1)  # (N, Lq, M, L, P)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    gx = 1 - fx
+    a = attention_weights.float()
+    a1 = a * fy
+    a0 = a - a1  # a * (1 - fy)
+    weights = torch.stack([a0 * gx, a0 * fx, a1 * gx, a1 * fx], -1)  # corners (y0,x0) (y0,x1) (y1,x0) (y1,x1)
+
+    pos = starts_t + (y0.to(itype) + 1) * row_len + (x0.to(itype) + 1)  # in the bordered map of its level
+    base = (torch.arange(n, device=device, dtype=itype) * len_pad).view(n, 1, 1, 1, 1)
+    r00 = (base + pos) * n_heads + torch.arange(n_heads, device=device, dtype=itype).view(1, 1, n_heads, 1, 1)
+    dy = row_len * n_heads
+    rows = torch.stack([r00, r00 + n_heads, r00 + dy, r00 + dy + n_heads], -1)
+    # A corner one step past the border (x = W exactly) carries zero weight but must still index inside the
+    # table; NaN locations give arbitrary integers, clamped the same way (their weight is NaN, as the reference).
+    rows = rows.clamp_(0, table.shape[0] - 1)
+    per_bag = n_levels * n_points * 4
+    out = F.embedding_bag(rows.view(-1, per_bag), table, per_sample_weights=weights.view(-1, per_bag).to(table.dtype),
+                          mode="sum")
+    return out.view(n, len_q, n_heads * head_dim)
 
 
 class MSDeformAttn(nn.Module):
@@ -107,13 +177,28 @@ class MSDeformAttn(nn.Module):
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, len_in, self.n_heads, self.d_model // self.n_heads)
+        if reference_points.shape[-1] != 2:
+            raise ValueError(f"reference_points must end in 2 (x, y), got shape {tuple(reference_points.shape)}")
+        device_type = query.device.type
+        if perf.autocast_enabled(device_type) and perf.resolve(self, "fp32_sampling"):
+            # Where to sample is the numerically fragile part: keep it out of half precision.
+            with torch.autocast(device_type, enabled=False):
+                locations, weights = self._sampling(query.float(), reference_points.float(), input_spatial_shapes)
+        else:
+            locations, weights = self._sampling(query, reference_points, input_spatial_shapes)
+        if perf.resolve(self, "deform_attn") == "fast":
+            out = ms_deform_attn_fast(value, input_spatial_shapes, locations, weights)
+        else:
+            out = ms_deform_attn(value, input_spatial_shapes, locations, weights)
+        return self.output_proj(out)
+
+    def _sampling(self, query: Tensor, reference_points: Tensor, spatial_shapes: Tensor) -> Tuple[Tensor, Tensor]:
+        """Normalised sampling locations (N, Lq, M, L, P, 2) and softmax attention weights (N, Lq, M, L, P)."""
+        n, len_q, _ = query.shape
         offsets = self.sampling_offsets(query).view(n, len_q, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, len_q, self.n_heads, self.n_levels * self.n_points)
         weights = F.softmax(weights, -1).view(n, len_q, self.n_heads, self.n_levels, self.n_points)
-        if reference_points.shape[-1] != 2:
-            raise ValueError(f"reference_points must end in 2 (x, y), got shape {tuple(reference_points.shape)}")
-        shapes = input_spatial_shapes.to(offsets.dtype)
+        shapes = spatial_shapes.to(offsets.dtype)
         normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        out = ms_deform_attn(value, input_spatial_shapes, locations, weights)
-        return self.output_proj(out)
+        return locations, weights

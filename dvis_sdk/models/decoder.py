@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dvis_sdk import perf
 from dvis_sdk.layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
 
 __all__ = ["VideoMaskedAttentionDecoder"]
@@ -126,10 +127,11 @@ class VideoMaskedAttentionDecoder(nn.Module):
             else:
                 self.reid_embed = nn.Identity()
 
-    def forward_prediction_heads(self, output: Tensor, mask_features: Tensor,
-                                 attn_mask_target_size: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Tuple[int, int],
+                                 per_head: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
         """Class logits (N, Q, C+1), mask logits (N, Q, H, W) and the boolean attention mask
-        (N*nheads, Q, h*w) for the next cross-attention (True = may NOT attend), N = B*T frames."""
+        (N*nheads, Q, h*w) for the next cross-attention (True = may NOT attend), N = B*T frames.
+        ``per_head=False`` returns the mask as (N, 1, Q, h*w) instead (no per-head copy; the SDPA path)."""
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (N, Q, C)
         outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
@@ -140,7 +142,9 @@ class VideoMaskedAttentionDecoder(nn.Module):
         # repeats it per head in MultiheadAttention's (batch*heads) order.
         attn_mask = F.interpolate(outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False)
         attn_mask = attn_mask.sigmoid().flatten(2) < 0.5  # (N, Q, hw)
-        attn_mask = attn_mask.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
+        attn_mask = attn_mask.unsqueeze(1)
+        if per_head:
+            attn_mask = attn_mask.expand(-1, self.num_heads, -1, -1).flatten(0, 1)
         return outputs_class, outputs_mask, attn_mask.detach()
 
     def forward(self, x: List[Tensor], mask_features: Tensor, num_frames: Optional[int] = None) -> Dict[str, object]:
@@ -186,7 +190,12 @@ class VideoMaskedAttentionDecoder(nn.Module):
 
         predictions_class: List[Tensor] = []
         predictions_mask: List[Tensor] = []
-        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, size_list[0])
+        per_head = not perf.resolve(self, "sdpa")
+        # Under autocast the (fp32) mask features would be cast for each of the num_layers + 1 mask einsums;
+        # casting once gives the same numbers.
+        head_features = perf.autocast_cast(mask_features)
+        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, head_features, size_list[0],
+                                                                               per_head)
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
 
@@ -203,7 +212,7 @@ class VideoMaskedAttentionDecoder(nn.Module):
             output = self.transformer_ffn_layers[i](output)
 
             outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(
-                output, mask_features, size_list[(i + 1) % self.num_feature_levels])
+                output, head_features, size_list[(i + 1) % self.num_feature_levels], per_head)
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
 

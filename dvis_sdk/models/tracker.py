@@ -164,17 +164,22 @@ class _TrackerBase(nn.Module):
         for i in range(n_frame):
             fresh = i == 0 and state is None
             cost = np.take_along_axis(raw_cost[i], ref_rows[:, :, None], axis=1)
-            matched = torch.from_numpy(hungarian_match_costs(cost, self._inverse_matching)).to(device)
+            matched_np = hungarian_match_costs(cost, self._inverse_matching)
+            matched = torch.from_numpy(matched_np).to(device, non_blocking=True)
             if self.training and not fresh:
                 indices, identity0 = self._noise(matched, frame_embeds_no_norm[i])
+                indices_np = None
             else:
                 indices, identity0 = matched, _gather_queries(frame_embeds_no_norm[i], matched)
+                indices_np = matched_np
             applied.append(indices)
             if fresh and not self._permute_first_reference:
                 ref_rows = np.broadcast_to(np.arange(n_q), (bs, n_q))
                 last_frame_embeds = frame_embeds[i]
             else:
-                ref_rows = indices.cpu().numpy()
+                # the host copy of the matching when there is one: reading it back from the device would
+                # wait for this frame's queued work on every frame
+                ref_rows = indices_np if indices_np is not None else indices.cpu().numpy()
                 last_frame_embeds = _gather_queries(frame_embeds[i], indices)
             layer_outputs, reference = self._run_frame(frame_embeds[i], frame_embeds_no_norm[i], identity0,
                                                        prev_output)

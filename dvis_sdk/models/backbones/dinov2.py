@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ... import perf
+
 __all__ = ["PatchEmbed", "Attention", "LayerScale", "Mlp", "Block", "DinoVisionTransformer",
            "resize_patch_embed_kernel", "convert_dinov2_state_dict"]
 
@@ -54,7 +56,8 @@ class Attention(nn.Module):
 
     # The official CPU path is the explicit softmax(q*scale @ k^T) @ v (on GPU it uses xformers'
     # memory-efficient kernel); SDPA is numerically equivalent within fp32 noise and needs no
-    # (heads x N x N) buffer at high resolution. Set to False for the literal explicit path.
+    # (heads x N x N) buffer at high resolution. Set to False (or switch the ``sdpa`` fast path of
+    # dvis_sdk.perf off) for the literal explicit path.
     fused_attn: bool = True
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, proj_bias: bool = True):
@@ -70,7 +73,7 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        if self.fused_attn:
+        if self.fused_attn and perf.resolve(self, "sdpa"):
             x = F.scaled_dot_product_attention(q, k, v)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)

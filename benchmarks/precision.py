@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Agreement of the fast paths and of half-precision autocast with the fp32 reference computation.
+
+For every model it runs the video three ways: fp32 with every fast path off (the official computation, the
+reference), fp32 with the default fast paths, and ``--dtype`` autocast with the default fast paths; and prints
+mean mask IoU / matched instances / same top-5 / largest score difference of the last two against the first.
+
+    python benchmarks/precision.py                                  # the test-fixture models, bf16
+    python benchmarks/precision.py --config ovis/DVIS_Plus_Online_R50_16wIter.yaml --resolution 360p --frames 6
+    python benchmarks/precision.py --config <official yaml> --checkpoint model_final.pth --video clip.mp4 \\
+        --device cuda --dtype fp16                                  # the measure that matters: trained weights
+
+Random-weight models are chaotic (no training made them robust to small perturbations), so their half-precision
+figures are a pessimistic bound; measure a trained checkpoint on real video before choosing a dtype.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+_ROOT = Path(__file__).resolve().parents[1]
+if (_ROOT / "dvis_sdk").is_dir():
+    sys.path.insert(0, str(_ROOT))
+import dvis_sdk  # noqa: E402
+from dvis_sdk import perf  # noqa: E402
+
+FIXTURES = ("09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
+            "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _fixture_models() -> List[tuple]:
+    from safetensors.torch import load_file
+
+    from dvis_sdk.convert import convert_official_state_dict, load_official_config
+
+    root = _ROOT / "tests" / "fixtures"
+    out = []
+    for name in FIXTURES:
+        d = root / name
+        if not d.is_dir():
+            continue
+        cfg = load_official_config(json.loads((d / "config.json").read_text()))
+        weights = load_file(str(d / "weights.safetensors"))
+        if name == "10_e2e_offline_vit_adapter":  # stores only the refiner; the rest is fixture 09's
+            weights = {**load_file(str(root / "09_e2e_online_vit_adapter" / "weights.safetensors")), **weights}
+        model = dvis_sdk.build_model(cfg)
+        model.load_state_dict(convert_official_state_dict(weights, cfg))
+        video = load_file(str(d / "io.safetensors"))["in.video_uint8"].permute(0, 3, 1, 2).float()
+        out.append((name, model, video))
+    return out
+
+
+def _config_model(args: argparse.Namespace) -> tuple:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from speed import load_config, parse_resolution, synthetic_frames
+
+    cfg = load_config(args.config, args.mode)
+    torch.manual_seed(args.seed)
+    model = dvis_sdk.build_model(cfg)
+    if args.checkpoint:
+        from dvis_sdk.convert import convert_official_state_dict, load_official_checkpoint
+
+        model.load_state_dict(convert_official_state_dict(load_official_checkpoint(args.checkpoint), cfg))
+    if args.video:
+        from dvis_sdk.inference.preprocess import resize_frame, resized_shape
+        from dvis_sdk.inference.video_io import open_video
+
+        src = open_video(args.video, max_frames=args.frames)
+        size = resized_shape(src.height, src.width, cfg.input.min_size_test, cfg.input.max_size_test)
+        frames = np.stack([resize_frame(f, size) for _, f in src])
+    else:
+        h, w = parse_resolution(args.resolution)
+        frames = synthetic_frames(args.frames, h, w, args.seed)
+    name = Path(args.config).name + (" (checkpoint)" if args.checkpoint else " (random weights)")
+    return name, model, torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+
+
+def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> Any:
+    ctx = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
+           else torch.autocast(device.type, dtype=DTYPES[dtype]))
+    with torch.no_grad(), ctx:
+        return model.inference(video.to(device))
+
+
+def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> Dict[str, Any]:
+    model = model.to(device).eval()
+    with perf.reference_paths():
+        ref = _run(model, video, device, "fp32")
+    perf.optimize_model(model)  # the defaults a VideoSegmenter gets
+    rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:])}
+    for label, dt in (("fp32 fast paths", "fp32"), (f"{dtype} fast paths", dtype)):
+        if label in rows:
+            continue
+        a = perf.compare_results(ref, _run(model, video, device, dt))
+        rows[label] = a.__dict__
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="official yaml (suffix) / config.json / tiny preset; "
+                                                 "default: the test-fixture models")
+    p.add_argument("--mode", choices=("online", "offline"), default=None)
+    p.add_argument("--checkpoint", default=None, help="official checkpoint for --config (else random weights)")
+    p.add_argument("--video", default=None, help="video file / frame folder (else a synthetic clip)")
+    p.add_argument("--resolution", default="360p")
+    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, metavar="PATH")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.dtype == "fp16" and device.type == "cpu":
+        raise SystemExit("--dtype fp16 needs CUDA (CPU autocast supports bf16)")
+    models = [_config_model(args)] if args.config else _fixture_models()
+    if not models:
+        raise SystemExit("no models: give --config, or run from a checkout with tests/fixtures")
+    results = []
+    print(f"{'model':<34}{'path':<18}{'mean IoU':>9}{'min IoU':>9}{'matched':>9}{'top-5':>7}{'max dscore':>11}")
+    for name, model, video in models:
+        r = measure(name, model, video, device, args.dtype)
+        results.append(r)
+        for label, a in r.items():
+            if isinstance(a, dict):
+                print(f"{name:<34}{label:<18}{a['mean_iou']:>9.4f}{a['min_iou']:>9.4f}"
+                      f"{a['matched']:>5}/{a['total']:<3}{'same' if a['same_top'] else 'diff':>7}"
+                      f"{a['max_score_diff']:>11.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

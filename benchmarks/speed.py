@@ -1,0 +1,663 @@
+#!/usr/bin/env python
+"""Throughput benchmark of a DVIS / DVIS++ model (random weights): per-stage and end-to-end frames/s, peak
+memory and achieved TFLOP/s against the device peak.
+
+    python benchmarks/speed.py --config tiny --frames 4                       # CI-sized smoke run
+    python benchmarks/speed.py --config ovis/DVIS_Plus_Online_R50_16wIter.yaml --resolution 360p --frames 12
+    python benchmarks/speed.py --config ytvis19/vit_adapter/DVIS_Plus_Online_VitAdapterL.yaml \\
+        --resolution 480p --frames 48 --device cuda --dtype bf16 --json out.json
+
+``--config``: ``tiny`` / ``tiny-vit`` (small presets for CI), an official yaml (a path, or a suffix of one
+of the shipped official configs, as ``dvis_sdk.convert.load_official_config`` accepts), or a ``config.json``
+written by ``save_pretrained``. Weights are random: speed does not depend on them.
+
+Passes over one synthetic video (encoded to a temporary file first, so decoding is measured):
+
+1. stage pass: every stage timed on its own (``decode``, ``preprocess``, ``backbone``, ``adapter`` (ViT-Adapter
+   only: everything in the backbone but the ViT blocks), ``pixel_decoder``, ``decoder``, ``tracker``,
+   ``refiner`` (offline), ``postprocess``), with a device synchronisation around each;
+2. end-to-end pass: decode (prefetched in a background thread) -> results, no per-stage synchronisation;
+3. FLOP pass: ``torch.utils.flop_counter.FlopCounterMode`` over the first window (and the refiner).
+
+The timed passes run ``--repeat`` times after ``--warmup`` windows; the best time of each stage / pass is kept
+(other processes sharing the machine only ever make a run slower).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+_ROOT = Path(__file__).resolve().parents[1]
+if (_ROOT / "dvis_sdk").is_dir():  # benchmark the checkout this script belongs to, installed or not
+    sys.path.insert(0, str(_ROOT))
+import dvis_sdk  # noqa: E402
+
+from dvis_sdk import perf  # noqa: E402
+from dvis_sdk.config import DVISConfig  # noqa: E402
+from dvis_sdk.inference.postprocess import postprocess_vis  # noqa: E402
+
+STAGES = ("decode", "preprocess", "backbone", "adapter", "pixel_decoder", "decoder", "tracker", "refiner",
+          "postprocess")
+RESOLUTIONS = {"240p": (240, 426), "360p": (360, 640), "480p": (480, 854), "720p": (720, 1280)}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Dense (no sparsity) peak TFLOP/s per GPU: (fp32 CUDA cores, tf32 tensor cores, bf16/fp16 tensor cores).
+GPU_PEAKS = (
+    ("H100 PCIe", (51.2, 378.0, 756.0)),
+    ("H100 NVL", (60.0, 417.5, 835.0)),
+    ("H100", (66.9, 494.7, 989.4)),      # SXM
+    ("H200", (66.9, 494.7, 989.4)),
+    ("GH200", (66.9, 494.7, 989.4)),
+    ("A100", (19.5, 156.0, 312.0)),
+    ("L40S", (91.6, 183.0, 362.0)),
+    ("L4", (30.3, 60.0, 121.0)),
+    ("A10", (31.2, 62.5, 125.0)),
+    ("RTX 4090", (82.6, 82.6, 165.2)),
+)
+
+
+def _tiny(variant: str = "dvis++", mode: str = "online", backbone: str = "resnet") -> DVISConfig:
+    """A few-MFLOP model of the same architecture (the sizes of the test fixtures)."""
+    bb: Dict[str, Any] = {"type": backbone}
+    if backbone == "resnet":
+        bb["resnet"] = {"depth": 50, "stem_out_channels": 16, "res2_out_channels": 32, "width_per_group": 8}
+    else:
+        bb["vit_adapter"] = {"embed_dim": 64, "depth": 4, "num_heads": 4, "conv_inplane": 16, "deform_num_heads": 4,
+                             "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]}
+    return DVISConfig.from_dict({
+        "variant": variant, "mode": mode, "backbone": bb,
+        "segmenter": {"num_classes": 5, "convs_dim": 64, "mask_dim": 32, "transformer_enc_layers": 1,
+                      "transformer_enc_nheads": 4, "hidden_dim": 32, "num_queries": 10, "nheads": 4,
+                      "dim_feedforward": 64, "dec_layers": 4, "reid_hidden_dim": 32},
+        "tracker": {"decoder_layers": 2}, "refiner": {"decoder_layers": 2} if mode == "offline" else None,
+        "test": {"window_size": 3, "max_num": 10},
+    })
+
+
+PRESETS = {"tiny": lambda mode: _tiny(mode=mode), "tiny-vit": lambda mode: _tiny(mode=mode, backbone="vit_adapter"),
+           "tiny-dvis": lambda mode: _tiny(variant="dvis", mode=mode)}
+
+
+def load_config(name: str, mode: Optional[str]) -> DVISConfig:
+    if name in PRESETS:
+        return PRESETS[name](mode or "online")
+    if name.endswith(".json"):
+        cfg = DVISConfig.from_json(name)
+        if mode and mode != cfg.mode:
+            d = cfg.to_dict()
+            d["mode"], d["refiner"] = mode, ({"decoder_layers": 6} if mode == "offline" else None)
+            cfg = DVISConfig.from_dict(d)
+        return cfg
+    from dvis_sdk.convert import load_official_config
+
+    return load_official_config(name, mode=mode)
+
+
+def parse_resolution(text: str) -> Tuple[int, int]:
+    if text in RESOLUTIONS:
+        return RESOLUTIONS[text]
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--resolution: expected one of {sorted(RESOLUTIONS)} or HxW (e.g. 360x640), got {text!r}")
+    if h < 32 or w < 32:
+        raise SystemExit(f"--resolution {text}: both sides must be at least 32")
+    return h, w
+
+
+# --------------------------------------------------------------------------------------------------------------
+# measurement helpers
+# --------------------------------------------------------------------------------------------------------------
+class Timer:
+    """Accumulates wall time per stage; synchronises the device around every stage."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: Dict[str, float] = {}
+        self.cpu_seconds: Dict[str, float] = {}  # process CPU time: robust to other processes on a shared CPU
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        self.sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - c0
+
+
+class _ViTHooks:
+    """Times the ViT blocks (+ patch embedding) inside a ViT-Adapter so ``adapter`` = backbone - ViT."""
+
+    def __init__(self, backbone: torch.nn.Module, timer: Timer):
+        self.handles = []
+        self.timer = timer
+        self.seconds = 0.0
+        self._t0 = self._c0 = 0.0
+        self.cpu_seconds = 0.0
+        vit = getattr(backbone, "vit_module", None)
+        if vit is None:
+            return
+        for m in [vit.patch_embed, *vit.blocks]:
+            self.handles.append(m.register_forward_pre_hook(self._pre))
+            self.handles.append(m.register_forward_hook(self._post))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.handles)
+
+    def _pre(self, *_: Any) -> None:
+        self.timer.sync()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+    def _post(self, *_: Any) -> None:
+        self.timer.sync()
+        self.seconds += time.perf_counter() - self._t0
+        self.cpu_seconds += time.process_time() - self._c0
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
+
+
+def device_peak_tflops(device: torch.device, dtype: str, override: Optional[float]) -> Tuple[float, str]:
+    """(peak TFLOP/s, where the number comes from)."""
+    if override:
+        return override, "--peak-tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, (fp32, tf32, half) in GPU_PEAKS:
+            if key in name:
+                if dtype != "fp32":
+                    return half, f"{key} dense {dtype} tensor-core peak"
+                if torch.backends.cuda.matmul.allow_tf32:
+                    return tf32, f"{key} dense tf32 peak"
+                return fp32, f"{key} fp32 (non-tensor-core) peak"
+        return float("nan"), f"unknown GPU {name!r}: pass --peak-tflops"
+    return measured_gemm_tflops(device, DTYPES[dtype]), f"measured {dtype} GEMM (2048^3) on this CPU"
+
+
+def measured_gemm_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e12
+
+
+def synthetic_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Moving rectangles on a textured background (what the decoder sees hardly matters for speed)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    bg = np.repeat(np.repeat(base, 8, 0), 8, 1)[:h, :w]
+    frames = np.empty((n, h, w, 3), dtype=np.uint8)
+    for t in range(n):
+        f = bg.copy()
+        for k in range(3):
+            y = int((0.2 + 0.25 * k) * h)
+            x = int((0.1 + 0.02 * t * (k + 1)) * w) % max(1, w - w // 6)
+            f[y:y + h // 5, x:x + w // 6] = (80 * k + 60, 200 - 50 * k, 40 * (k + 1))
+        frames[t] = f
+    return frames
+
+
+def write_test_video(path: Path, frames: np.ndarray) -> Optional[Path]:
+    from dvis_sdk.inference.video_io import write_video
+
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return write_video(path, iter(frames), fps=24.0)
+    except Exception as e:  # no encoder: fall back to in-memory frames (decode is then not measured)
+        print(f"[speed] could not encode a test video ({type(e).__name__}: {e}); decode not measured", file=sys.stderr)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the pipeline, stage by stage
+# --------------------------------------------------------------------------------------------------------------
+def _to_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:
+    # uint8 over the bus (4x less than float), pinned + non-blocking on CUDA
+    return perf.frames_to_device(torch.from_numpy(chunk).permute(0, 3, 1, 2), device).float()
+
+
+def _chunks(source: Any, frames: np.ndarray, window: int) -> Iterator[Tuple[int, np.ndarray]]:
+    if source is not None:
+        yield from source.iter_chunks(window)
+    else:
+        for s in range(0, len(frames), window):
+            yield s, frames[s:s + window]
+
+
+def run_pipeline(model: Any, source: Any, frames: np.ndarray, window: int, device: torch.device, dtype: str,
+                 timer: Optional[Timer] = None, max_windows: Optional[int] = None,
+                 flops: Optional[Dict[str, int]] = None, prefetch: bool = False) -> Tuple[int, Any]:
+    """Decode -> results over the video. With ``timer``: per-stage times; with ``flops``: FLOPs per stage.
+    Returns (frames processed, VISOutput)."""
+    from dvis_sdk.inference.video_io import prefetch as prefetch_iter
+
+    offline = getattr(model, "refiner", None) is not None
+    tm = timer or (lambda stage: contextlib.nullcontext())
+    autocast = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
+                else torch.autocast(device.type, dtype=DTYPES[dtype]))
+
+    def counted(stage: str):
+        if flops is None:
+            return contextlib.nullcontext()
+        return _FlopStage(flops, stage)
+
+    it = _chunks(source, frames, window)
+    if prefetch:
+        it = prefetch_iter(it, depth=2)
+    state, windows, logits, masks = None, [], [], []
+    n_frames, image_size, padded = 0, None, None
+    with torch.no_grad(), autocast:
+        while True:
+            with tm("decode"):
+                item = next(it, None)
+            if item is None or (max_windows is not None and len(logits) + len(windows) >= max_windows):
+                break
+            _, chunk = item
+            with tm("preprocess"):
+                x = _to_device(chunk, device)
+                image_size = tuple(x.shape[-2:])
+                images = model.preprocess(x)
+                padded = tuple(images.shape[-2:])
+            with tm("backbone"), counted("backbone"):
+                features = model.backbone(images)
+            with tm("pixel_decoder"), counted("pixel_decoder"):
+                mask_features, _, multi_scale = model.pixel_decoder.forward_features(features)
+            with tm("decoder"), counted("decoder"):
+                seg = model.decoder(multi_scale, mask_features)
+                seg.pop("aux_outputs", None)
+                seg["mask_features"] = mask_features
+            with tm("tracker"), counted("tracker"):
+                trk, state, _ = model.track(seg, state)
+            n_frames += chunk.shape[0]
+            if offline:
+                trk.pop("pred_masks", None)
+                windows.append((seg, trk))
+            else:
+                logits.append(trk["pred_logits"])
+                masks.append(trk["pred_masks"])
+            del features, multi_scale
+        if offline:
+            from dvis_sdk.models.dvis import WindowOutput
+
+            wos = [WindowOutput(start=0, segmenter=s, tracker=t, indices=torch.empty(0), state=state) for s, t in windows]
+            with tm("refiner"), counted("refiner"):
+                refined = model.refiner(**model.refiner_inputs(wos))
+            online_logits = torch.cat([t["pred_logits"] for _, t in windows], dim=1)
+            pred_cls, aux_cls = refined["pred_logits"][0].float().mean(0), online_logits[0].float().mean(0)
+            pred_masks = refined["pred_masks"][0]
+        else:
+            pred_cls, aux_cls = torch.cat(logits, dim=1)[0].float().mean(0), None
+            pred_masks = torch.cat(masks, dim=2)[0]
+        with tm("postprocess"):
+            out = postprocess_vis(pred_cls, pred_masks, padded, image_size, image_size, model.cfg.test.max_num,
+                                  aux_pred_cls=aux_cls)
+            out.masks = out.masks.cpu().numpy()
+    return n_frames, out
+
+
+class _FlopStage:
+    def __init__(self, flops: Dict[str, int], stage: str):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self.flops, self.stage = flops, stage
+        self.mode = FlopCounterMode(display=False)
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+        total = self.mode.get_total_flops()
+        if self.stage == "backbone":
+            # ViT-Adapter: the ViT's own FLOPs are "backbone", the rest "adapter" (as for the times)
+            vit = sum(sum(ops.values()) for name, ops in self.mode.get_flop_counts().items()
+                      if re.search(r"\.vit_module\.(patch_embed|blocks\.\d+)$", name))
+            if vit:
+                self.flops["adapter"] = self.flops.get("adapter", 0) + total - vit
+                total = vit
+        self.flops[self.stage] = self.flops.get(self.stage, 0) + total
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# --compare: fast-path presets applied to ONE model, alternated pass after pass
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "reference": dict(sdpa=False, deform_attn="reference", fp32_sampling=False, channels_last=False),
+    "fast": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, channels_last=None),
+    "no-sdpa": dict(sdpa=False, deform_attn="fast", fp32_sampling=True, channels_last=None),
+    "no-deform": dict(sdpa=True, deform_attn="reference", fp32_sampling=True, channels_last=None),
+    "no-channels-last": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, channels_last=False),
+}
+
+
+def parse_variants(text: str, default_dtype: str) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """``"reference,fast,fast:bf16"`` -> [(label, dtype, optimize_model kwargs)]."""
+    out = []
+    for item in text.split(","):
+        name, _, dtype = item.strip().partition(":")
+        if name not in VARIANTS:
+            raise SystemExit(f"--compare: unknown variant {name!r}; expected {sorted(VARIANTS)} (optionally :bf16 / :fp16)")
+        dtype = dtype or default_dtype
+        if dtype not in DTYPES:
+            raise SystemExit(f"--compare: unknown dtype {dtype!r} in {item!r}; expected {sorted(DTYPES)}")
+        out.append((f"{name}:{dtype}", dtype, VARIANTS[name]))
+    return out
+
+
+def compare_variants(model: Any, variants: List[Tuple[str, str, Dict[str, Any]]], source: Any, frames: np.ndarray,
+                     window: int, device: torch.device, warmup: int, repeat: int) -> Dict[str, Any]:
+    """Per-stage best times of every variant, the variants alternating pass after pass so that a load change on a
+    shared machine hits all of them alike."""
+    n_frames = len(frames)
+    best: Dict[str, Dict[str, float]] = {label: {} for label, _, _ in variants}
+    best_cpu: Dict[str, Dict[str, float]] = {label: {} for label, _, _ in variants}
+    for label, dtype, kw in variants:
+        if dtype == "fp16" and device.type == "cpu":
+            raise SystemExit("--compare: fp16 needs CUDA (CPU autocast supports bf16)")
+        perf.optimize_model(model, **kw)
+        if warmup > 0:
+            run_pipeline(model, source, frames, window, device, dtype, max_windows=warmup)
+    for _ in range(max(1, repeat)):
+        for label, dtype, kw in variants:
+            perf.optimize_model(model, **kw)
+            timer = Timer(device)
+            vit = _ViTHooks(model.backbone, timer)
+            has_vit = vit.active
+            try:
+                run_pipeline(model, source, frames, window, device, dtype, timer=timer)
+            finally:
+                vit.remove()
+            if has_vit:
+                timer.seconds["adapter"] = timer.seconds["backbone"] - vit.seconds
+                timer.seconds["backbone"] = vit.seconds
+                timer.cpu_seconds["adapter"] = timer.cpu_seconds["backbone"] - vit.cpu_seconds
+                timer.cpu_seconds["backbone"] = vit.cpu_seconds
+            model_s = sum(v for k, v in timer.seconds.items() if k not in ("decode", "preprocess", "postprocess"))
+            timer.seconds["model"] = model_s
+            timer.cpu_seconds["model"] = sum(v for k, v in timer.cpu_seconds.items()
+                                             if k not in ("decode", "preprocess", "postprocess"))
+            for k, v in timer.seconds.items():
+                best[label][k] = min(best[label].get(k, float("inf")), v)
+            for k, v in timer.cpu_seconds.items():
+                best_cpu[label][k] = min(best_cpu[label].get(k, float("inf")), v)
+    base = variants[0][0]
+    return {label: {"ms_per_frame": {k: 1e3 * v / n_frames for k, v in best[label].items()},
+                    "cpu_ms_per_frame": {k: 1e3 * v / n_frames for k, v in best_cpu[label].items()},
+                    "model_fps": n_frames / best[label]["model"],
+                    "speedup_vs_first": best[base]["model"] / best[label]["model"]}
+            for label, _, _ in variants}
+
+
+def print_compare(r: Dict[str, Any]) -> None:
+    h, w = r["resolution"]
+    print(f"{r['config']} ({r['variant']} {r['mode']}, {r['backbone']}) {h}x{w}, {r['frames']} frames, "
+          f"window {r['window']} on {r['device']} ({r['threads']} threads); best of {r['repeat']} alternating passes")
+    stages = [s for s in STAGES[2:-1] if any(s in v["ms_per_frame"] for v in r["compare"].values())] + ["model"]
+    print(f"{'wall ms/frame':<24}" + "".join(f"{s:>14}" for s in stages) + f"{'frames/s':>10}{'speedup':>9}")
+    for label, v in r["compare"].items():
+        print(f"{label:<24}" + "".join(f"{v['ms_per_frame'].get(s, float('nan')):>14.1f}" for s in stages)
+              + f"{v['model_fps']:>10.3g}{v['speedup_vs_first']:>9.2f}")
+    # process CPU time: what a busy shared machine disturbs least
+    first = next(iter(r["compare"].values()))["cpu_ms_per_frame"]["model"]
+    print(f"{'CPU ms/frame':<24}" + "".join(f"{s:>14}" for s in stages) + f"{'':>10}{'speedup':>9}")
+    for label, v in r["compare"].items():
+        print(f"{label:<24}" + "".join(f"{v['cpu_ms_per_frame'].get(s, float('nan')):>14.1f}" for s in stages)
+              + f"{'':>10}{first / v['cpu_ms_per_frame']['model']:>9.2f}")
+
+
+def build_model(args: argparse.Namespace, device: torch.device) -> Tuple[Any, DVISConfig]:
+    cfg = load_config(args.config, args.mode)
+    torch.manual_seed(args.seed)
+    model = dvis_sdk.build_model(cfg).to(device).eval()
+    if args.reference:  # per-model overrides: the process-wide defaults stay as they are
+        perf.optimize_model(model, sdpa=False, deform_attn="reference", fp32_sampling=False, channels_last=False)
+    else:
+        perf.optimize_model(model, sdpa=None if args.sdpa == "auto" else args.sdpa == "on",
+                            deform_attn=None if args.deform_attn == "auto" else args.deform_attn,
+                            channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+                            compile=args.compile)
+    return model, cfg
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", default="tiny", help="tiny | tiny-vit | tiny-dvis | official yaml (suffix) | config.json")
+    p.add_argument("--mode", choices=("online", "offline"), default=None, help="override the config's mode")
+    p.add_argument("--resolution", default=None, help="360p | 480p | 720p | HxW (default: 360p; 64x96 for tiny)")
+    p.add_argument("--frames", type=int, default=None, help="video length (default: 12; 6 for tiny)")
+    p.add_argument("--window", type=int, default=None, help="frames per window (default: the config's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (fp32 = no autocast)")
+    p.add_argument("--sdpa", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--deform-attn", choices=("auto",) + perf.DEFORM_ATTN_IMPLS, default="auto")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile backbone / pixel decoder / decoder")
+    p.add_argument("--reference", action="store_true", help="every fast path off (the official computation)")
+    p.add_argument("--compare", default=None, metavar="V1,V2,...",
+                   help="time fast-path variants on one model, alternating: reference, fast, no-sdpa, no-deform,\n"
+                        "no-channels-last, each optionally :bf16 / :fp16 (e.g. reference,fast,fast:bf16)")
+    p.add_argument("--warmup", type=int, default=1, help="windows run before timing (default 1)")
+    p.add_argument("--repeat", type=int, default=1, help="timed passes; the best of them is reported")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end pass")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak to compare with")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-' = stdout only)")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+    if args.dtype == "fp16" and device.type == "cpu":
+        raise SystemExit("--dtype fp16 needs CUDA (CPU autocast supports bf16)")
+    tiny = args.config in PRESETS
+    h, w = parse_resolution(args.resolution or ("64x96" if tiny else "360p"))
+    n_frames = args.frames or (6 if tiny else 12)
+    if n_frames < 1:
+        raise SystemExit("--frames must be >= 1")
+
+    rss0 = rss_mb()
+    model, cfg = build_model(args, device)
+    window = args.window or cfg.test.window_size
+    if window < 1:
+        raise SystemExit("--window must be >= 1")
+    rss_model = rss_mb()
+
+    frames = synthetic_frames(n_frames, h, w, args.seed)
+    from dvis_sdk.inference.video_io import open_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_test_video(Path(tmp) / "bench.mp4", frames)
+        source = open_video(path) if path is not None else None
+        # decoding ignores `frames` when a file exists: keep them only as the no-codec fallback
+        if args.compare:
+            variants = parse_variants(args.compare, args.dtype)
+            result = {"config": args.config, "variant": cfg.variant, "mode": cfg.mode, "backbone": cfg.backbone.type,
+                      "resolution": [h, w], "frames": n_frames, "window": window, "device": str(device),
+                      "threads": torch.get_num_threads(), "repeat": max(1, args.repeat), "torch": torch.__version__,
+                      "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                      "compare": compare_variants(model, variants, source, frames, window, device, args.warmup,
+                                                  args.repeat)}
+            print_compare(result)
+            if args.json:
+                text = json.dumps(result, indent=2)
+                print(text) if args.json == "-" else Path(args.json).write_text(text)
+            return result
+        if args.warmup > 0:
+            run_pipeline(model, source, frames, window, device, args.dtype, max_windows=args.warmup)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        best: Dict[str, float] = {}
+        best_cpu: Dict[str, float] = {}
+        timer = None
+        for _ in range(max(1, args.repeat)):
+            timer = Timer(device)
+            vit = _ViTHooks(model.backbone, timer)
+            has_vit = vit.active
+            try:
+                run_pipeline(model, source, frames, window, device, args.dtype, timer=timer)
+            finally:
+                vit.remove()
+            if has_vit:
+                # ViT-Adapter: the ViT blocks stay "backbone", the rest of the backbone is the adapter
+                timer.seconds["adapter"] = timer.seconds["backbone"] - vit.seconds
+                timer.seconds["backbone"] = vit.seconds
+                timer.cpu_seconds["adapter"] = timer.cpu_seconds["backbone"] - vit.cpu_seconds
+                timer.cpu_seconds["backbone"] = vit.cpu_seconds
+            for k, v in timer.seconds.items():
+                best[k] = min(best.get(k, float("inf")), v)
+            for k, v in timer.cpu_seconds.items():
+                best_cpu[k] = min(best_cpu.get(k, float("inf")), v)
+        if source is None:
+            best.pop("decode", None)
+
+        e2e_s = e2e_cpu = None
+        if not args.no_e2e:
+            e2e_s = e2e_cpu = float("inf")
+            for _ in range(max(1, args.repeat)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                run_pipeline(model, source, frames, window, device, args.dtype, prefetch=True)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                e2e_s = min(e2e_s, time.perf_counter() - t0)
+                e2e_cpu = min(e2e_cpu, time.process_time() - c0)
+
+        flops: Dict[str, int] = {}
+        counted_frames = 0
+        if not args.no_flops:
+            counted_frames, _ = run_pipeline(model, source, frames, window, device, args.dtype, flops=flops,
+                                             max_windows=None if getattr(model, "refiner", None) is not None else 1)
+
+    stage_s = {k: best[k] for k in STAGES if k in best}
+    flops_per_frame = {k: v / counted_frames for k, v in flops.items()} if counted_frames else {}
+    total_flops_frame = sum(flops_per_frame.values())
+    model_s = sum(v for k, v in stage_s.items() if k not in ("decode", "preprocess", "postprocess"))
+    peak, peak_src = device_peak_tflops(device, args.dtype, args.peak_tflops)
+    e2e_fps = n_frames / e2e_s if e2e_s else None
+    result: Dict[str, Any] = {
+        "config": args.config, "variant": cfg.variant, "mode": cfg.mode, "backbone": cfg.backbone.type,
+        "resolution": [h, w], "frames": n_frames, "window": window, "dtype": args.dtype,
+        "device": str(device), "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                                               else platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "fast_paths": {"sdpa": args.sdpa if not args.reference else "off",
+                       "deform_attn": args.deform_attn if not args.reference else "reference",
+                       "channels_last": args.channels_last if not args.reference else "off",
+                       "compile": args.compile, "defaults": dataclasses.asdict(perf.get_fast_paths())},
+        "stages": {k: {"seconds": s, "fps": n_frames / s if s > 0 else None,
+                       "cpu_seconds": best_cpu.get(k),
+                       "gflop_per_frame": flops_per_frame.get(k, 0) / 1e9 or None,
+                       "tflops": (flops_per_frame.get(k, 0) * n_frames / s / 1e12) if s > 0 and k in flops_per_frame
+                       else None}
+                   for k, s in stage_s.items()},
+        "model_fps": n_frames / model_s if model_s > 0 else None,
+        "end_to_end_fps": e2e_fps,
+        "end_to_end_cpu_seconds_per_frame": e2e_cpu / n_frames if e2e_cpu else None,
+        "model_cpu_seconds_per_frame": sum(v for k, v in best_cpu.items() if k in stage_s and k not in
+                                           ("decode", "preprocess", "postprocess")) / n_frames,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "gflop_per_frame": total_flops_frame / 1e9 if flops_per_frame else None,
+        "achieved_tflops": (total_flops_frame * n_frames / model_s / 1e12) if (flops_per_frame and model_s > 0)
+        else None,
+        "end_to_end_tflops": (total_flops_frame * e2e_fps / 1e12) if (flops_per_frame and e2e_fps) else None,
+        "peak_tflops": peak, "peak_source": peak_src,
+        "memory": {"rss_before_model_mb": rss0, "rss_model_mb": rss_model, "peak_rss_mb": peak_rss_mb()},
+    }
+    if result["achieved_tflops"] is not None and peak == peak:
+        result["utilization"] = result["achieved_tflops"] / peak
+    if device.type == "cuda":
+        result["memory"]["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        result["memory"]["cuda_peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2 ** 20
+    print_report(result)
+    if args.json:
+        text = json.dumps(result, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+    return result
+
+
+def _fmt(v: Optional[float], spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_report(r: Dict[str, Any]) -> None:
+    h, w = r["resolution"]
+    print(f"{r['config']} ({r['variant']} {r['mode']}, {r['backbone']}) {h}x{w}, {r['frames']} frames, "
+          f"window {r['window']}, {r['dtype']} on {r['device']} ({r['device_name']}, {r['threads']} threads)")
+    print(f"{'stage':<14}{'frames/s':>10}{'ms/frame':>10}{'CPU ms/frame':>14}{'GFLOP/frame':>13}{'TFLOP/s':>9}")
+    for k, s in r["stages"].items():
+        ms = 1e3 * s["seconds"] / r["frames"]
+        cpu = 1e3 * s["cpu_seconds"] / r["frames"] if s.get("cpu_seconds") is not None else None
+        print(f"{k:<14}{_fmt(s['fps'], '.4g'):>10}{ms:>10.1f}{_fmt(cpu, '.1f'):>14}"
+              f"{_fmt(s['gflop_per_frame'], '.4g'):>13}{_fmt(s['tflops'], '.3g'):>9}")
+    print(f"model (backbone..refiner): {_fmt(r['model_fps'], '.4g')} frames/s;  end to end (decode -> results): "
+          f"{_fmt(r['end_to_end_fps'], '.4g')} frames/s")
+    if r["gflop_per_frame"] is not None:
+        util = r.get("utilization")
+        print(f"{r['gflop_per_frame']:.4g} GFLOP/frame; achieved {_fmt(r['achieved_tflops'], '.3g')} TFLOP/s in the model"
+              f" ({_fmt(r['end_to_end_tflops'], '.3g')} end to end) vs peak {r['peak_tflops']:.3g} ({r['peak_source']})"
+              + (f" = {100 * util:.1f}%" if util else ""))
+    m = r["memory"]
+    line = f"memory: RSS {m['rss_model_mb']:.0f} MB after model build, peak RSS {m['peak_rss_mb']:.0f} MB"
+    if "cuda_peak_allocated_mb" in m:
+        line += f"; CUDA peak allocated {m['cuda_peak_allocated_mb']:.0f} MB (reserved {m['cuda_peak_reserved_mb']:.0f} MB)"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()

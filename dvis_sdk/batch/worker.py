@@ -1,0 +1,214 @@
+"""Processing one video of a batch: open (decode ahead), infer, write the result atomically, report a record.
+
+Whatever goes wrong with one video (unreadable or corrupt file, out of memory, an unexpected error) becomes a
+``failed`` record with a one-line reason; only interrupts (``KeyboardInterrupt``) propagate.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Tuple
+
+from .discover import VideoTask
+from .store import OVERLAY_NAME, clean_temp_files, result_path
+
+OnStart = Callable[[VideoTask, int], None]
+OnFrames = Callable[[int], None]
+ERRORS_LOG = "errors.log"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every worker needs to know, picklable (sent to worker processes and Ray actors)."""
+
+    out_dir: str
+    fingerprint: str
+    stride: int = 1
+    max_frames: Optional[int] = None
+    score_threshold: float = 0.0
+    save_video: bool = False
+    overlap: bool = True
+
+
+def new_record(task: VideoTask, opts: BatchOptions, status: str, **fields: Any) -> dict:
+    rec = {"video_id": task.video_id, "path": task.path, "output": task.key, "status": status, "frames": None,
+           "instances": None, "seconds": None, "error": None, "fingerprint": opts.fingerprint}
+    rec.update(fields)
+    return rec
+
+
+def _uses_window_api(seg: Any) -> bool:
+    # The cross-video decode overlap drives VideoSegmenter's window pipeline directly (predict() opens the video
+    # itself, too late to overlap); fall back to predict() if that internal API ever changes.
+    return all(hasattr(seg, n) for n in ("_windows", "_runner", "_run", "_video_result"))
+
+
+def _resume(first: Any, rest: Iterator[Any], on_frames: Optional[OnFrames]) -> Iterator[Any]:
+    """``first`` then ``rest``, counting frames, closing ``rest`` (its decoding thread) when closed early."""
+    try:
+        for item in ([first] if first is not None else []):
+            yield item
+            if on_frames is not None:
+                on_frames(int(item[1].shape[0]))
+        for item in rest:
+            yield item
+            if on_frames is not None:
+                on_frames(int(item[1].shape[0]))
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
+class Prepared:
+    """A video opened for inference: its window iterator (decoding already under way) and facts, or the error
+    opening it raised. :meth:`get` returns ``(windows, info)`` or re-raises that error."""
+
+    def __init__(self) -> None:
+        self._value: Optional[Tuple[Any, dict]] = None
+        self._error: Optional[BaseException] = None
+        self._first: Any = None
+
+    def _open(self, seg: Any, task: VideoTask, opts: BatchOptions) -> None:
+        try:
+            if task.kind == "missing":
+                from ..inference.video_io import VideoReadError
+                raise VideoReadError(f"{task.path}: no such file or directory")
+            windows, info = seg._windows(task.path, resize=True, window=seg.window_size, stride=opts.stride,
+                                         max_frames=opts.max_frames, start=None, end=None)
+            # pulling the first window starts the decoding thread, which then keeps a few windows ahead
+            self._first = next(windows, None)
+            self._value = (windows, info)
+        except Exception as e:  # noqa: BLE001 - handed to the consumer, which records it
+            self._error = e
+
+    @classmethod
+    def now(cls, seg: Any, task: VideoTask, opts: BatchOptions) -> "Prepared":
+        p = cls()
+        p._open(seg, task, opts)
+        return p
+
+    def wait(self) -> None:
+        pass
+
+    def get(self, on_frames: Optional[OnFrames] = None) -> Tuple[Iterator[Any], dict]:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        windows, info = self._value
+        return _resume(self._first, windows, on_frames), info
+
+    def discard(self) -> None:
+        """Stop decoding a video that will not be processed (interrupt)."""
+        self.wait()
+        if self._value is not None:
+            close = getattr(self._value[0], "close", None)
+            if close is not None:
+                close()
+            self._value = self._first = None
+
+
+class Opening(Prepared):
+    """:class:`Prepared` opened in a background thread: the next video decodes while the current one infers."""
+
+    def __init__(self, seg: Any, task: VideoTask, opts: BatchOptions):
+        super().__init__()
+        self._thread = threading.Thread(target=self._open, args=(seg, task, opts), name="dvis-batch-open",
+                                        daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+
+def _infer(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optional[Prepared], on_start: Optional[OnStart],
+           on_frames: Optional[OnFrames]):
+    import torch
+
+    if not _uses_window_api(seg):
+        if prepared is not None:
+            prepared.discard()
+        if task.kind == "missing":
+            from ..inference.video_io import VideoReadError
+            raise VideoReadError(f"{task.path}: no such file or directory")
+        return seg.predict(task.path, stride=opts.stride, max_frames=opts.max_frames)
+
+    from ..inference.runner import ScoreAccumulator
+    from ..inference.video_io import VideoReadError
+
+    prepared = prepared or Prepared.now(seg, task, opts)
+    windows, info = prepared.get(on_frames)
+    if on_start is not None:
+        on_start(task, int(info["num_frames"]))
+    # the body of VideoSegmenter.predict, on a video opened ahead of time (tests check both give the same file)
+    with torch.no_grad():
+        runner = seg._runner(info, None, None, use_refiner=True)
+        acc = ScoreAccumulator(seg.cfg.segmenter.num_queries)
+        for w in seg._run(runner, windows, False, info["num_frames"], info["name"]):
+            acc.add(w)
+        if acc.frames == 0:
+            raise VideoReadError(f"{task.path}: no frames to process")
+        return seg._video_result(acc, info, runner, opts.stride, None)
+
+
+def _write_overlay(result: Any, task: VideoTask, folder: Path) -> None:
+    tmp = folder / f".overlay.tmp{Path(OVERLAY_NAME).suffix}"
+    written = Path(result.render(tmp, task.path))
+    os.replace(written, folder / f"overlay{written.suffix}")  # .avi when the mp4 encoder is missing
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def process_video(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optional[Prepared] = None,
+                  on_start: Optional[OnStart] = None, on_frames: Optional[OnFrames] = None) -> dict:
+    """Segment one video and write ``OUT/<key>/results.json`` (+ overlay); return its manifest record.
+
+    The overlay is written before ``results.json``, so the result file existing means the video is complete."""
+    from ..inference.runner import InferenceOOMError
+    from ..inference.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError
+
+    t0 = time.perf_counter()
+    try:
+        result = _infer(seg, task, opts, prepared, on_start, on_frames)
+        if opts.score_threshold:
+            result = result.filter(opts.score_threshold)
+        result.meta["fingerprint"] = opts.fingerprint
+        folder = result_path(Path(opts.out_dir), task).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        clean_temp_files(folder)
+        if opts.save_video:
+            _write_overlay(result, task, folder)
+        result.save(folder, video_id=task.video_id)
+        return new_record(task, opts, "ok", frames=result.num_frames, instances=len(result),
+                          seconds=round(time.perf_counter() - t0, 3))
+    except InferenceOOMError as e:
+        error = f"out of memory after {e.frames_done} frames: {_one_line(e)}"
+    except (VideoReadError, OSError) as e:
+        error = _one_line(e)
+        suffix = Path(task.path).suffix.lower()
+        known = suffix in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+        if task.kind == "file" and not known and "corrupt or empty" in error:
+            error = (f"{task.path}: not a video file ({suffix or 'no extension'} is not a video extension and "
+                     "OpenCV/FFmpeg cannot read it)")
+    except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch; the traceback goes to a log
+        error = f"{type(e).__name__}: {_one_line(e)} (traceback in {ERRORS_LOG})"
+        _log_traceback(Path(opts.out_dir), task)
+    if error and task.path not in error:
+        error = f"{task.path}: {error}"
+    return new_record(task, opts, "failed", error=error, seconds=round(time.perf_counter() - t0, 3))
+
+
+def _log_traceback(out_dir: Path, task: VideoTask) -> None:
+    text = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()} {task.path}\n{traceback.format_exc()}\n"
+    try:
+        with open(out_dir / ERRORS_LOG, "a") as f:  # one write per entry: workers may append concurrently
+            f.write(text)
+    except OSError:
+        pass
