@@ -122,7 +122,8 @@ def test_checkpoint_round_trip_and_exact_resume(kind, data, tmp_path):
     with torch.no_grad():
         out_a = ref(ref.preprocess(x))["pred_logits"]
         out_b = seg.model(seg.model.preprocess(x))["pred_logits"]
-    assert torch.allclose(out_a, out_b, atol=1e-5)
+    # VideoSegmenter switches on the fast attention paths (dvis_sdk.perf): equal up to float rounding
+    assert torch.allclose(out_a, out_b, atol=1e-3)
 
 
 def test_resume_errors_are_clear(data, tmp_path):
