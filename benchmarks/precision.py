@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Agreement of the fast paths and of half-precision autocast with the fp32 reference computation.
 
-For every model it runs the video three ways: fp32 with every fast path off (the official computation, the
-reference), fp32 with the default fast paths, and ``--dtype`` autocast with the default fast paths; and prints
-mean mask IoU / matched instances / same top-5 / largest score difference of the last two against the first.
+For every model it runs the video four ways: fp32 with every fast path off (the official computation, the
+reference), fp32 with the default fast paths, ``--dtype`` autocast with the default fast paths, and the same with
+the opt-in half-precision pixel decoder; and prints mean mask IoU / matched instances / same top-5 / largest score
+difference of the last three against the first.
 
     python benchmarks/precision.py                                  # the test-fixture models, bf16
     python benchmarks/precision.py --config ovis/DVIS_Plus_Online_R50_16wIter.yaml --resolution 360p --frames 6
     python benchmarks/precision.py --config <official yaml> --checkpoint model_final.pth --video clip.mp4 \\
         --device cuda --dtype fp16                                  # the measure that matters: trained weights
+    python benchmarks/precision.py --model <save_pretrained dir | manifest name> --video clip.mp4
 
 Random-weight models are chaotic (no training made them robust to small perturbations), so their half-precision
 figures are a pessimistic bound; measure a trained checkpoint on real video before choosing a dtype.
@@ -61,9 +63,18 @@ def _config_model(args: argparse.Namespace) -> tuple:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from speed import load_config, parse_resolution, synthetic_frames
 
-    cfg = load_config(args.config, args.mode)
-    torch.manual_seed(args.seed)
-    model = dvis_sdk.build_model(cfg)
+    if args.model:  # a save_pretrained folder / manifest name / Hub repo
+        from dvis_sdk.hub import resolve_weights
+
+        resolved = resolve_weights(args.model)
+        cfg = resolved.config
+        model = dvis_sdk.build_model(cfg)
+        model.load_state_dict(resolved.state_dict)
+        args.config = str(args.model)
+    else:
+        cfg = load_config(args.config, args.mode)
+        torch.manual_seed(args.seed)
+        model = dvis_sdk.build_model(cfg)
     if args.checkpoint:
         from dvis_sdk.convert import convert_official_state_dict, load_official_checkpoint
 
@@ -78,7 +89,7 @@ def _config_model(args: argparse.Namespace) -> tuple:
     else:
         h, w = parse_resolution(args.resolution)
         frames = synthetic_frames(args.frames, h, w, args.seed)
-    name = Path(args.config).name + (" (checkpoint)" if args.checkpoint else " (random weights)")
+    name = Path(args.config).name + (" (checkpoint)" if args.checkpoint or args.model else " (random weights)")
     return name, model, torch.from_numpy(frames).permute(0, 3, 1, 2).float()
 
 
@@ -96,10 +107,12 @@ def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dt
     perf.optimize_model(model)  # the defaults a VideoSegmenter gets
     rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:])}
     for label, dt in (("fp32 fast paths", "fp32"), (f"{dtype} fast paths", dtype)):
-        if label in rows:
-            continue
         a = perf.compare_results(ref, _run(model, video, device, dt))
         rows[label] = a.__dict__
+    # opt-in: the pixel decoder under autocast too
+    perf.optimize_model(model, pixel_decoder_fp32=False)
+    rows[f"{dtype} +half pix.dec."] = perf.compare_results(ref, _run(model, video, device, dtype)).__dict__
+    perf.optimize_model(model, pixel_decoder_fp32=True)
     return rows
 
 
@@ -109,6 +122,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
                                                  "default: the test-fixture models")
     p.add_argument("--mode", choices=("online", "offline"), default=None)
     p.add_argument("--checkpoint", default=None, help="official checkpoint for --config (else random weights)")
+    p.add_argument("--model", default=None, help="trained weights instead of --config: a save_pretrained folder, "
+                                                "a manifest name or a Hub repo")
     p.add_argument("--video", default=None, help="video file / frame folder (else a synthetic clip)")
     p.add_argument("--resolution", default="360p")
     p.add_argument("--frames", type=int, default=6)
@@ -123,17 +138,17 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     device = torch.device(args.device)
     if args.dtype == "fp16" and device.type == "cpu":
         raise SystemExit("--dtype fp16 needs CUDA (CPU autocast supports bf16)")
-    models = [_config_model(args)] if args.config else _fixture_models()
+    models = [_config_model(args)] if (args.config or args.model) else _fixture_models()
     if not models:
         raise SystemExit("no models: give --config, or run from a checkout with tests/fixtures")
     results = []
-    print(f"{'model':<34}{'path':<18}{'mean IoU':>9}{'min IoU':>9}{'matched':>9}{'top-5':>7}{'max dscore':>11}")
+    print(f"{'model':<34}{'path':<22}{'mean IoU':>9}{'min IoU':>9}{'matched':>9}{'top-5':>7}{'max dscore':>11}")
     for name, model, video in models:
         r = measure(name, model, video, device, args.dtype)
         results.append(r)
         for label, a in r.items():
             if isinstance(a, dict):
-                print(f"{name:<34}{label:<18}{a['mean_iou']:>9.4f}{a['min_iou']:>9.4f}"
+                print(f"{name:<34}{label:<22}{a['mean_iou']:>9.4f}{a['min_iou']:>9.4f}"
                       f"{a['matched']:>5}/{a['total']:<3}{'same' if a['same_top'] else 'diff':>7}"
                       f"{a['max_score_diff']:>11.2e}")
     if args.json:

@@ -370,12 +370,17 @@ class _FlopStage:
 # --------------------------------------------------------------------------------------------------------------
 # --compare: fast-path presets applied to ONE model, alternated pass after pass
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    "reference": dict(sdpa=False, deform_attn="reference", fp32_sampling=False, channels_last=False),
-    "fast": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, channels_last=None),
-    "no-sdpa": dict(sdpa=False, deform_attn="fast", fp32_sampling=True, channels_last=None),
-    "no-deform": dict(sdpa=True, deform_attn="reference", fp32_sampling=True, channels_last=None),
-    "no-channels-last": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, channels_last=False),
+    "reference": dict(sdpa=False, deform_attn="reference", fp32_sampling=False, pixel_decoder_fp32=True,
+                      channels_last=False),
+    "fast": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, pixel_decoder_fp32=True, channels_last=None),
 }
+VARIANTS.update({
+    "no-sdpa": dict(VARIANTS["fast"], sdpa=False),
+    "no-deform": dict(VARIANTS["fast"], deform_attn="reference"),
+    "no-channels-last": dict(VARIANTS["fast"], channels_last=False),
+    # opt-in: the pixel decoder under autocast too (only differs from "fast" with a half dtype)
+    "half-pixel-decoder": dict(VARIANTS["fast"], pixel_decoder_fp32=False),
+})
 
 
 def parse_variants(text: str, default_dtype: str) -> List[Tuple[str, str, Dict[str, Any]]]:
@@ -458,12 +463,12 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Tuple[Any, DV
     torch.manual_seed(args.seed)
     model = dvis_sdk.build_model(cfg).to(device).eval()
     if args.reference:  # per-model overrides: the process-wide defaults stay as they are
-        perf.optimize_model(model, sdpa=False, deform_attn="reference", fp32_sampling=False, channels_last=False)
+        perf.optimize_model(model, **VARIANTS["reference"])
     else:
         perf.optimize_model(model, sdpa=None if args.sdpa == "auto" else args.sdpa == "on",
                             deform_attn=None if args.deform_attn == "auto" else args.deform_attn,
                             channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
-                            compile=args.compile)
+                            pixel_decoder_fp32=False if args.half_pixel_decoder else None, compile=args.compile)
     return model, cfg
 
 
@@ -480,10 +485,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--deform-attn", choices=("auto",) + perf.DEFORM_ATTN_IMPLS, default="auto")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile backbone / pixel decoder / decoder")
+    p.add_argument("--half-pixel-decoder", action="store_true",
+                   help="run the pixel decoder under autocast too (opt-in; the official keeps it fp32)")
     p.add_argument("--reference", action="store_true", help="every fast path off (the official computation)")
     p.add_argument("--compare", default=None, metavar="V1,V2,...",
                    help="time fast-path variants on one model, alternating: reference, fast, no-sdpa, no-deform,\n"
-                        "no-channels-last, each optionally :bf16 / :fp16 (e.g. reference,fast,fast:bf16)")
+                        "no-channels-last, half-pixel-decoder, each optionally :bf16 / :fp16\n"
+                        "(e.g. reference,fast,fast:bf16)")
     p.add_argument("--warmup", type=int, default=1, help="windows run before timing (default 1)")
     p.add_argument("--repeat", type=int, default=1, help="timed passes; the best of them is reported")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -596,7 +604,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "fast_paths": {"sdpa": args.sdpa if not args.reference else "off",
                        "deform_attn": args.deform_attn if not args.reference else "reference",
                        "channels_last": args.channels_last if not args.reference else "off",
-                       "compile": args.compile, "defaults": dataclasses.asdict(perf.get_fast_paths())},
+                       "compile": args.compile, "half_pixel_decoder": args.half_pixel_decoder, "defaults": dataclasses.asdict(perf.get_fast_paths())},
         "stages": {k: {"seconds": s, "fps": n_frames / s if s > 0 else None,
                        "cpu_seconds": best_cpu.get(k),
                        "gflop_per_frame": flops_per_frame.get(k, 0) / 1e9 or None,

@@ -22,6 +22,10 @@ Switches (defaults are the fast, parity-tested choice):
     Under autocast, the deformable attention's sampling offsets, attention weights and sampling locations are
     computed in fp32 (in bf16 a location inside a 50-pixel-wide map is only good to ~0.2 pixel). No effect
     without autocast.
+``pixel_decoder_fp32``
+    The pixel decoder runs with autocast disabled, in fp32, as the official code does (default). ``False`` (opt-in)
+    lets its convolutions and linear layers run in the autocast dtype too; with ``fp32_sampling`` the deformable
+    sampling stays fp32. No effect without autocast.
 """
 from __future__ import annotations
 
@@ -48,11 +52,12 @@ class FastPaths:
     sdpa: bool = True
     deform_attn: str = "fast"
     fp32_sampling: bool = True
+    pixel_decoder_fp32: bool = True
 
     def __post_init__(self) -> None:
         if self.deform_attn not in DEFORM_ATTN_IMPLS:
             raise ValueError(f"deform_attn must be one of {DEFORM_ATTN_IMPLS}, got {self.deform_attn!r}")
-        for name in ("sdpa", "fp32_sampling"):
+        for name in ("sdpa", "fp32_sampling", "pixel_decoder_fp32"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -92,7 +97,7 @@ def fast_paths(**changes: Any) -> Iterator[FastPaths]:
 
 def reference_paths() -> "contextlib.AbstractContextManager[FastPaths]":
     """Every switch on its reference (official-code) implementation, for agreement checks."""
-    return fast_paths(sdpa=False, deform_attn="reference", fp32_sampling=False)
+    return fast_paths(sdpa=False, deform_attn="reference", fp32_sampling=False, pixel_decoder_fp32=True)
 
 
 def resolve(module: Optional[nn.Module], name: str) -> Any:
@@ -198,14 +203,15 @@ def _has_conv_backbone(model: nn.Module) -> bool:
 
 
 def optimize_model(model: nn.Module, *, sdpa: Optional[bool] = None, deform_attn: Optional[str] = None,
-                   fp32_sampling: Optional[bool] = None, channels_last: Optional[bool] = None,
+                   fp32_sampling: Optional[bool] = None, pixel_decoder_fp32: Optional[bool] = None,
+                   channels_last: Optional[bool] = None,
                    compile: bool = False, compile_targets: Sequence[str] = ("backbone", "pixel_decoder", "decoder"),
                    compile_kwargs: Optional[dict] = None) -> nn.Module:
     """Switch ``model``'s fast paths in place and return it (works on a whole DVIS model or any sub-module).
 
     Args:
-        sdpa, deform_attn, fp32_sampling: per-model overrides of the process-wide switches (None: follow them;
-            see the module docstring).
+        sdpa, deform_attn, fp32_sampling, pixel_decoder_fp32: per-model overrides of the process-wide switches
+            (None: follow them; see the module docstring).
         channels_last: convert the backbone's convolutions to channels-last memory format and feed it
             channels-last input. None (default): on for ResNet backbones (oneDNN's and the tensor cores'
             native layout: measured 1.04x single-threaded and up to 1.3x with 2 threads on this project's CPU),
@@ -221,12 +227,15 @@ def optimize_model(model: nn.Module, *, sdpa: Optional[bool] = None, deform_attn
     from .layers.ms_deform_attn import MSDeformAttn
     from .models.backbones.dinov2 import Attention as ViTAttention
     from .models.decoder import VideoMaskedAttentionDecoder
+    from .models.pixel_decoder import MSDeformAttnPixelDecoder
 
     sdpa_types = (SelfAttentionLayer, CrossAttentionLayer, ReferringCrossAttentionLayer, ViTAttention,
                   VideoMaskedAttentionDecoder)
     for m in model.modules():
         if sdpa is not None and isinstance(m, sdpa_types):
             _set_override(m, "sdpa", bool(sdpa))
+        if pixel_decoder_fp32 is not None and isinstance(m, MSDeformAttnPixelDecoder):
+            _set_override(m, "pixel_decoder_fp32", bool(pixel_decoder_fp32))
         if isinstance(m, MSDeformAttn):
             if deform_attn is not None:
                 _set_override(m, "deform_attn", deform_attn)

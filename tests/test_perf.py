@@ -32,7 +32,8 @@ def _e2e_model(name: str):
 
 # ---------------------------------------------------------------------------------------------------- switches
 def test_switches_default_context_and_validation():
-    assert perf.get_fast_paths() == perf.FastPaths(sdpa=True, deform_attn="fast", fp32_sampling=True)
+    assert perf.get_fast_paths() == perf.FastPaths(sdpa=True, deform_attn="fast", fp32_sampling=True,
+                                                   pixel_decoder_fp32=True)
     with perf.fast_paths(sdpa=False) as cur:
         assert cur.sdpa is False and perf.get_fast_paths().deform_attn == "fast"
         with perf.reference_paths():
@@ -155,6 +156,20 @@ def test_fp32_sampling_under_autocast(monkeypatch):
             m(x, ref_pts, x, shapes)
     assert seen[0] == (torch.float32, torch.float32)
     assert torch.bfloat16 in seen[1]
+
+
+def test_pixel_decoder_fp32_switch_under_autocast():
+    """Default (official): the pixel decoder ignores autocast and returns fp32; opted out, it runs in bf16."""
+    _, model, video = _e2e_model("11_e2e_online_r50")
+    images = model.preprocess(video[:2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = model.backbone(images)
+        mf32, _, ms32 = model.pixel_decoder.forward_features(feats)
+        perf.optimize_model(model, pixel_decoder_fp32=False)
+        mf16, _, ms16 = model.pixel_decoder.forward_features(feats)
+    assert mf32.dtype == torch.float32 and all(m.dtype == torch.float32 for m in ms32)
+    assert mf16.dtype == torch.bfloat16
+    assert (mf16.float() - mf32).abs().max() < 0.1 * mf32.abs().max()
 
 
 # ------------------------------------------------------------------------------------------------- attention

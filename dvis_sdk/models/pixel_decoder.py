@@ -11,6 +11,7 @@ DVIS / DVIS++ checkpoint they carry the prefix ``sem_seg_head.pixel_decoder.``):
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import perf
 from ..layers.conv import Conv2d, get_norm
 from ..layers.ms_deform_attn import MSDeformAttn
 from ..layers.position_encoding import PositionEmbeddingSine
@@ -261,10 +263,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         """
         # The official runs this under autocast(enabled=False) and casts the inputs to float32, the
         # dtype of its weights; casting to the parameter dtype is the same in fp32 and lets a module
-        # cast to bf16 run in bf16.
+        # cast to bf16 run in bf16. The perf switch pixel_decoder_fp32=False (opt-in) leaves autocast on
+        # instead (the deformable sampling itself stays fp32 through the fp32_sampling switch).
         dtype = self.mask_features.weight.dtype
         device_type = self.mask_features.weight.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        keep_fp32 = perf.resolve(self, "pixel_decoder_fp32")
+        with torch.autocast(device_type=device_type, enabled=False) if keep_fp32 else contextlib.nullcontext():
             srcs, pos = [], []
             for idx, name in enumerate(self.transformer_in_features[::-1]):  # coarse -> fine
                 x = features[name].to(dtype)
