@@ -58,7 +58,7 @@ class VideoSegmenter:
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
                  window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
-                 compile: bool = False):
+                 compile: bool = False, optimize: bool = True):
         self.device = resolve_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
@@ -67,11 +67,12 @@ class VideoSegmenter:
             dtype = "fp32"
         self.dtype = dtype
         self.model = model.to(self.device).eval()
-        from ..perf import optimize_model
+        if optimize:
+            from ..perf import optimize_model
 
-        # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
-        # torch.compile only on request: its first call per input shape compiles for a long time
-        optimize_model(self.model, compile=compile)
+            # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
+            # torch.compile only on request: its first call per input shape compiles for a long time
+            optimize_model(self.model, compile=compile)
         self.window_size = window_size or model.cfg.test.window_size
         if self.window_size < 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError("window_size and chunk_size must be >= 1")
@@ -158,7 +159,7 @@ class VideoSegmenter:
                 if size != (h, w):
                     arr = x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
                     x = torch.from_numpy(np.stack([resize_frame(f, size) for f in arr])).permute(0, 3, 1, 2)
-                x = x.to(torch.float32)
+                # uint8 until it is on the device: a quarter of the bytes to copy
                 if self.device.type == "cuda":
                     x = x.pin_memory()
                 yield i, x
