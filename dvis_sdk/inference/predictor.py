@@ -54,6 +54,15 @@ class VideoSegmenter:
 
     >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
     >>> result = seg.predict(frames)                                                        # doctest: +SKIP
+
+    Args:
+        model: an ``OnlineDVIS`` / ``OfflineDVIS`` (usually built by the ``from_*`` constructors).
+        device: "cpu", "cuda", "cuda:N" or "auto". dtype: "fp32", "fp16" or "bf16" (autocast; scores and mask
+            up-sampling stay fp32).
+        window_size: frames the segmenter runs at once; chunk_size: offline, frames the refiner sees at once.
+        mask_buffer_mb: how much mask logit data ``predict`` holds before it encodes masks window by window.
+        optimize: apply :func:`dvis_sdk.perf.optimize_model` (parity-tested fast paths); compile: also
+            ``torch.compile`` the segmenter (opt-in, slow first call per input shape).
     """
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
