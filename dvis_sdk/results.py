@@ -5,11 +5,12 @@ small; ``Instance.masks`` decodes them on access and ``Instance.mask(t)`` decode
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Union
 
 import numpy as np
 
@@ -273,20 +274,28 @@ class VideoResult:
         return write_video(path, render_frames(frames, self, **kwargs), fps=rate)
 
 
-def atomic_write_text(path: Union[str, Path], text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path`` then rename: a crash never leaves a half-written file."""
+@contextlib.contextmanager
+def atomic_open(path: Union[str, Path]) -> Iterator[TextIO]:
+    """Open a temp file beside ``path`` for writing; on success it is synced and renamed onto ``path``, on error
+    removed: a crash never leaves a half-written file under the final name."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(text)
+    return Path(path)
 
 
 def _jsonable(x: Any) -> Any:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
-from ..results import atomic_write_text
+from ..results import atomic_open, atomic_write_text
 from .discover import VideoTask
 
 RESULT_NAME = "results.json"
@@ -161,30 +161,22 @@ def write_merged(out_dir: Path, tasks: Sequence[VideoTask], fp: str) -> Dict[str
     Streams one video at a time, so memory does not grow with the number of videos."""
     out_dir = Path(out_dir)
     path = out_dir / MERGED_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     videos = instances = 0
-    try:
-        with open(tmp, "w") as f:
-            f.write("[")
-            for t in tasks:
-                rp = result_path(out_dir, t)
-                head = read_result_header(rp)
-                if head is None or (head.get("meta") or {}).get("fingerprint") != fp:
-                    continue
-                doc = json.loads(rp.read_text())
-                videos += 1
-                for e in doc["instances"]:
-                    f.write(",\n" if instances else "\n")
-                    f.write(json.dumps({"video_id": t.video_id, "score": e["score"], "category_id": e["category_id"],
-                                        "segmentations": e["segmentations"]}))
-                    instances += 1
-            f.write("\n]\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as f:
+        f.write("[")
+        for t in tasks:
+            rp = result_path(out_dir, t)
+            head = read_result_header(rp)
+            if head is None or (head.get("meta") or {}).get("fingerprint") != fp:
+                continue
+            doc = json.loads(rp.read_text())
+            videos += 1
+            for e in doc["instances"]:
+                f.write(",\n" if instances else "\n")
+                f.write(json.dumps({"video_id": t.video_id, "score": e["score"], "category_id": e["category_id"],
+                                    "segmentations": e["segmentations"]}))
+                instances += 1
+        f.write("\n]\n")
     return {"videos": videos, "instances": instances}
 
 
