@@ -46,3 +46,16 @@ def assert_close_ref(actual: torch.Tensor, expected: torch.Tensor, name: str = "
 @pytest.fixture
 def fixture_loader():
     return load_fixture
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A save_pretrained folder of the fixture-11 model (official-format random weights) at a small test size."""
+    import dvis_sdk
+
+    fx = load_fixture("11_e2e_online_r50")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, fx.weights)
+    seg.model.cfg.input.min_size_test, seg.model.cfg.input.max_size_test = 64, 128  # keep the tests fast
+    d = tmp_path_factory.mktemp("model")
+    seg.save_pretrained(d)
+    return d

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import dvis_sdk
-from conftest import load_fixture
 from dvis_sdk.batch import BatchLockedError, discover_videos, predict_folder
 from dvis_sdk.batch.store import OutputLock
 from dvis_sdk.cli import main
@@ -23,16 +22,6 @@ from dvis_sdk.inference.video_io import write_video
 from dvis_sdk.results import VideoResult
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    fx = load_fixture("11_e2e_online_r50")
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, fx.weights)
-    seg.model.cfg.input.min_size_test, seg.model.cfg.input.max_size_test = 64, 128  # keep the test fast
-    d = tmp_path_factory.mktemp("model")
-    seg.save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,6 @@ from dvis_sdk.inference.video_io import write_video
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    fx = load_fixture("11_e2e_online_r50")
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, fx.weights)
-    seg.model.cfg.input.min_size_test, seg.model.cfg.input.max_size_test = 64, 128  # keep the test fast
-    d = tmp_path_factory.mktemp("model")
-    seg.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(5)]
