@@ -1,0 +1,151 @@
+"""``export_onnx``: a DVIS model -> a folder of ONNX graphs + ``config.json`` describing how to drive them."""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from ..models.dvis import OnlineDVIS
+from .graphs import example_inputs, graph_specs
+
+FORMAT = "dvis-onnx"
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 18
+# What the exported graphs use (see docs/deployment.md): grid_sample deformable attention (a standard ONNX
+# GridSample op that TensorRT also runs) and SDPA attention (exported as plain MatMul / Softmax).
+EXPORT_PATHS = {"sdpa": True, "deform_attn": "reference"}
+
+
+def require_onnx() -> None:
+    """Raise a one-line ImportError when the optional ONNX dependencies are missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"ONNX export / runtime needs the optional dependencies ({e.name} is missing): "
+                          "pip install 'dvis_sdk[onnx]'") from None
+
+
+def _resolve_model(model: Any, config: Any = None, checkpoint: Any = None, mode: Optional[str] = None) -> OnlineDVIS:
+    """A DVIS module from a VideoSegmenter, a module, a manifest name / saved folder, or official yaml + checkpoint."""
+    if isinstance(model, OnlineDVIS):
+        return model
+    if hasattr(model, "model") and isinstance(model.model, OnlineDVIS):  # a VideoSegmenter
+        return model.model
+    from ..inference.predictor import VideoSegmenter
+
+    if config is not None or checkpoint is not None:
+        if config is None or checkpoint is None:
+            raise ValueError("config and checkpoint go together (official yaml + official checkpoint)")
+        return VideoSegmenter.from_official(config, checkpoint, mode=mode, optimize=False).model
+    return VideoSegmenter.from_pretrained(model, mode=mode, optimize=False).model
+
+
+def _export_model(model: OnlineDVIS) -> OnlineDVIS:
+    """A CPU fp32 eval copy of ``model`` on the export-friendly implementations (the caller's model is untouched)."""
+    from ..perf import optimize_model
+
+    m = copy.deepcopy(model).float().cpu().eval()
+    return optimize_model(m, channels_last=False, **EXPORT_PATHS)
+
+
+def _dynamic_shapes(spec: dict, multiple: int) -> Dict[str, Any]:
+    """torch.export dims for the symbolic axes; the frame size is a multiple of the size divisibility."""
+    Dim = torch.export.Dim
+    dims: Dict[str, Any] = {}
+    out = {}
+    for name, shape in spec["inputs"].items():
+        axes = {}
+        for i, d in enumerate(shape):
+            if not isinstance(d, str):
+                continue
+            if d not in dims:
+                dims[d] = multiple * Dim(f"{d}_div{multiple}", min=1, max=1024) if d in ("H", "W") else \
+                    Dim(d, min=1, max=100000)
+            axes[i] = dims[d]
+        out[name] = axes or None
+    return out
+
+
+def _export_one(name: str, spec: dict, path: Path, opset: int, multiple: int) -> None:
+    sizes = {"T": 2, "H": 4 * multiple, "W": 5 * multiple, "h": multiple, "w": (5 * multiple) // 4}
+    args = tuple(example_inputs(spec, sizes))
+    dynamic = _dynamic_shapes(spec, multiple)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            spec["module"], args, dynamo=True, opset_version=opset, input_names=list(spec["inputs"]),
+            output_names=list(spec["outputs"]), dynamic_shapes=tuple(dynamic.values()) if any(dynamic.values()) else None,
+            verbose=False)
+    program.save(str(path))
+
+
+def _simplify(path: Path) -> bool:
+    """Run onnxslim on ``path`` in place when it is installed; True if it ran."""
+    try:
+        import onnxslim
+    except ImportError:
+        return False
+    import onnx
+
+    onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
+    return True
+
+
+def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, checkpoint: Any = None,
+                mode: Optional[str] = None, opset: int = DEFAULT_OPSET, simplify: bool = True,
+                check: bool = True) -> Path:
+    """Export ``model`` to ONNX graphs in ``out_dir`` (created) and write ``config.json``; returns ``out_dir``.
+
+    Args:
+        model: a ``VideoSegmenter``, an ``OnlineDVIS`` / ``OfflineDVIS``, a manifest name or a saved folder
+            (as ``VideoSegmenter.from_pretrained``), or None with ``config`` + ``checkpoint`` (official yaml and
+            checkpoint, as ``VideoSegmenter.from_official``).
+        mode: "online" / "offline" override when loading by name or from official files.
+        opset: ONNX opset (>= 17).
+        simplify: run ``onnxslim`` on every graph when it is installed.
+        check: run ``onnx.checker`` on every graph (full check, with shape inference).
+
+    The folder needs no PyTorch: see ``docs/deployment.md`` for the graphs and the loop that drives them.
+    """
+    require_onnx()
+    import onnx
+
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17 (LayerNormalization), got {opset}")
+    src = _resolve_model(model, config, checkpoint, mode)
+    m = _export_model(src)
+    cfg = m.cfg
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    multiple = max(int(cfg.input.size_divisibility or 0), 32)
+    graphs: Dict[str, dict] = {}
+    for name, spec in graph_specs(m).items():
+        path = out / f"{name}.onnx"
+        _export_one(name, spec, path, opset, multiple)
+        slim = simplify and _simplify(path)
+        if check:
+            onnx.checker.check_model(str(path), full_check=True)
+        graphs[name] = {"file": path.name, "inputs": spec["inputs"], "outputs": spec["outputs"],
+                        "simplified": bool(slim), "bytes": path.stat().st_size}
+    tracker = m.tracker
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset,
+        "variant": cfg.variant, "mode": cfg.mode, "backend": "onnxruntime",
+        "graphs": graphs,
+        "tracker": {"matching": "hungarian over 1 - cosine(previous reference, current pred_embds)",
+                    "inverse_matching": bool(tracker._inverse_matching),
+                    "permute_first_reference": bool(tracker._permute_first_reference)},
+        "input": {"pixel_mean": list(cfg.input.pixel_mean), "pixel_std": list(cfg.input.pixel_std),
+                  "size_divisibility": multiple, "format": "RGB, float32 (x - mean) / std, zero-padded to a "
+                  "multiple of size_divisibility, (T, 3, H, W)"},
+        "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, **EXPORT_PATHS},
+        "model_config": cfg.to_dict(),
+        "drive": "see docs/deployment.md (dvis_sdk.export.OnnxDVIS implements the loop)",
+    }
+    (out / "config.json").write_text(json.dumps(meta, indent=2))
+    return out
