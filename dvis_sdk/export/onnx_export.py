@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -126,12 +127,17 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
     graphs: Dict[str, dict] = {}
     for name, spec in graph_specs(m).items():
         path = out / f"{name}.onnx"
+        t0 = time.perf_counter()
         _export_one(name, spec, path, opset, multiple)
+        t1 = time.perf_counter()
         slim = simplify and _simplify(path)
+        t2 = time.perf_counter()
         if check:
             onnx.checker.check_model(str(path), full_check=True)
         graphs[name] = {"file": path.name, "inputs": spec["inputs"], "outputs": spec["outputs"],
-                        "simplified": bool(slim), "bytes": path.stat().st_size}
+                        "simplified": bool(slim), "bytes": path.stat().st_size,
+                        "seconds": {"export": round(t1 - t0, 1), "simplify": round(t2 - t1, 1),
+                                    "check": round(time.perf_counter() - t2, 1)}}
     tracker = m.tracker
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset,
