@@ -156,6 +156,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    if (args.config is None) != (args.checkpoint is None):
+        raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
+    if args.model and args.config:
+        raise UserError("give MODEL or --config/--checkpoint, not both")
+    try:
+        out = export_onnx(args.model, args.out, config=args.config, checkpoint=args.checkpoint, mode=args.mode,
+                          opset=args.opset, simplify=not args.no_simplify)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    print(f"exported to {out} (run it with onnxruntime: see docs/deployment.md)")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     import torch
 
@@ -258,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--no-overlap", action="store_true", help="do not decode the next video during inference")
     ba.add_argument("--quiet", action="store_true", help="no progress bars")
     ba.set_defaults(func=cmd_batch)
+
+    ex = sub.add_parser("export", help="export a model to ONNX graphs for ONNX Runtime / TensorRT (docs/deployment.md)")
+    ex.add_argument("model", nargs="?", default=None,
+                    help="manifest name or a directory saved by save_pretrained (or use --config/--checkpoint)")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--out", required=True, help="output folder (ONNX graphs + config.json)")
+    ex.add_argument("--config", default=None, help="official yaml (with --checkpoint)")
+    ex.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    ex.add_argument("--mode", choices=["online", "offline"], default=None)
+    ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument("--no-simplify", action="store_true", help="do not run onnxslim on the graphs")
+    ex.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)
 

@@ -158,3 +158,33 @@ def test_fixture_models_parity(tmp_path, name):
     d = export_onnx(model, tmp_path)
     ref, out = _assert_same_result(model, OnnxDVIS(d), _video(4, 64, 96, seed=4), window_size=2)
     _assert_raw_close(ref, out, ["pred_logits", "pred_masks"])
+
+
+def test_missing_onnxruntime_is_a_one_line_error(monkeypatch, tmp_path):
+    import sys
+
+    from dvis_sdk.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'dvis_sdk\[onnx\]'"):
+        OnnxDVIS(tmp_path)
+    assert main(["export", "dvis-tiny-shapes", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_export_argument_errors(tmp_path, capsys):
+    from dvis_sdk.cli import main
+
+    assert main(["export", "--config", "a.yaml", "--out", str(tmp_path)]) == 2
+    assert "--config and --checkpoint go together" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_export_then_run_without_weights(tmp_path, capsys):
+    from dvis_sdk.cli import main
+
+    assert main(["export", "dvis-tiny-shapes", "--format", "onnx", "--out", str(tmp_path), "--no-simplify"]) == 0
+    assert "exported to" in capsys.readouterr().out
+    meta = _check_dir(tmp_path, ["segmenter", "tracker_start", "tracker_step", "tracker_heads"])
+    assert not any(g["simplified"] for g in meta["graphs"].values())
+    model = dvis_sdk.VideoSegmenter.from_pretrained("dvis-tiny-shapes").model
+    _assert_same_result(model, OnnxDVIS(tmp_path), _video(4, 120, 200, seed=5))
