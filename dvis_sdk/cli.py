@@ -163,9 +163,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
     if args.model and args.config:
         raise UserError("give MODEL or --config/--checkpoint, not both")
+    size = None
+    if args.size:
+        try:
+            size = tuple(int(v) for v in args.size.lower().split("x"))
+            assert len(size) == 2 and min(size) > 0
+        except (ValueError, AssertionError):
+            raise UserError(f"--size: expected HxW (e.g. 384x640), got {args.size!r}") from None
     try:
         out = export_onnx(args.model, args.out, config=args.config, checkpoint=args.checkpoint, mode=args.mode,
-                          opset=args.opset, simplify=not args.no_simplify)
+                          opset=args.opset, simplify=not args.no_simplify, size=size)
     except ImportError as e:
         raise UserError(str(e)) from None
     print(f"exported to {out} (run it with onnxruntime: see docs/deployment.md)")
@@ -285,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--mode", choices=["online", "offline"], default=None)
     ex.add_argument("--opset", type=int, default=18)
     ex.add_argument("--no-simplify", action="store_true", help="do not run onnxslim on the graphs")
+    ex.add_argument("--size", default=None, metavar="HxW",
+                    help="frame size the graphs are traced at (default 128x160; sizes stay dynamic except for "
+                         "ViT-Adapter backbones, which then only run at this size)")
     ex.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)

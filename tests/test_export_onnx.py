@@ -7,6 +7,7 @@ within 1e-3 and identical tracker indices.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -156,9 +157,18 @@ def test_offline_dvis_r50_parity(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["10_e2e_offline_vit_adapter", "11_e2e_online_r50"])
 def test_fixture_models_parity(tmp_path, name):
-    """DVIS++ offline ViT-adapter and online R50 (random official-format weights, small sizes)."""
+    """DVIS++ offline ViT-adapter and online R50 (random official-format weights, small sizes). The exporter
+    freezes the ViT-Adapter's frame size: that export is made at the size it runs and refuses other sizes."""
     model = _fixture_model(name)
-    d = export_onnx(model, tmp_path)
+    vit = name.startswith("10_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = export_onnx(model, tmp_path, size=(64, 96))
+    fixed = json.loads((d / "config.json").read_text())["graphs"]["segmenter"].get("fixed_size")
+    assert fixed == ([64, 96] if vit else None)
+    if vit:
+        with pytest.raises(ValueError, match="--size 96x96"):
+            OnnxDVIS(d).segment(np.zeros((1, 3, 96, 96), np.float32))
     ref, out = _assert_same_result(model, OnnxDVIS(d), _video(4, 64, 96, seed=4), window_size=2)
     _assert_raw_close(ref, out, ["pred_logits", "pred_masks"])
 

@@ -6,7 +6,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -72,8 +72,12 @@ def _dynamic_shapes(spec: dict, multiple: int) -> Dict[str, Any]:
     return out
 
 
-def _export_one(name: str, spec: dict, path: Path, opset: int, multiple: int) -> None:
-    sizes = {"T": 2, "H": 4 * multiple, "W": 5 * multiple, "h": multiple, "w": (5 * multiple) // 4}
+def _sizes(size: Tuple[int, int], multiple: int) -> Dict[str, int]:
+    h, w = (-(-int(v) // multiple) * multiple for v in size)
+    return {"T": 2, "H": h, "W": w, "h": h // 4, "w": w // 4}
+
+
+def _export_one(name: str, spec: dict, path: Path, opset: int, multiple: int, sizes: Dict[str, int]) -> None:
     args = tuple(example_inputs(spec, sizes))
     dynamic = _dynamic_shapes(spec, multiple)
     with warnings.catch_warnings(), torch.no_grad():
@@ -83,6 +87,24 @@ def _export_one(name: str, spec: dict, path: Path, opset: int, multiple: int) ->
             output_names=list(spec["outputs"]), dynamic_shapes=tuple(dynamic.values()) if any(dynamic.values()) else None,
             verbose=False)
     program.save(str(path))
+
+
+def _dynamic_size_works(path: Path, module: torch.nn.Module, sizes: Dict[str, int], multiple: int) -> bool:
+    """Run the exported segmenter at another T, H, W than it was traced at and compare with PyTorch. Some
+    backbones (the DINOv2 ViT's position-embedding interpolation) get their frame size frozen by the exporter."""
+    import numpy as np
+    import onnxruntime as ort
+
+    x = torch.randn(3, 3, sizes["H"] + multiple, sizes["W"] + 2 * multiple, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = module(x)
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    except Exception:  # noqa: BLE001 - a frozen size shows up as a shape error inside ONNX Runtime
+        return False
+    return all(o.shape == tuple(r.shape) and np.abs(o - r.numpy()).max() <= 1e-3 * float(r.abs().max()) + 1e-3
+               for o, r in zip(out, ref))
 
 
 def _simplify(path: Path) -> bool:
@@ -99,7 +121,7 @@ def _simplify(path: Path) -> bool:
 
 def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, checkpoint: Any = None,
                 mode: Optional[str] = None, opset: int = DEFAULT_OPSET, simplify: bool = True,
-                check: bool = True) -> Path:
+                check: bool = True, size: Optional[Tuple[int, int]] = None) -> Path:
     """Export ``model`` to ONNX graphs in ``out_dir`` (created) and write ``config.json``; returns ``out_dir``.
 
     Args:
@@ -110,6 +132,10 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
         opset: ONNX opset (>= 17).
         simplify: run ``onnxslim`` on every graph when it is installed.
         check: run ``onnx.checker`` on every graph (full check, with shape inference).
+        size: (H, W) frame size the graphs are traced at (rounded up to the size divisibility; default 128 x 160).
+            T, H and W stay dynamic; where the exporter freezes the frame size (ViT-Adapter backbones), the
+            segmenter only accepts this size (``config.json``: ``graphs.segmenter.fixed_size``): export at the
+            size you will run.
 
     The folder needs no PyTorch: see ``docs/deployment.md`` for the graphs and the loop that drives them.
     """
@@ -124,11 +150,18 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     multiple = max(int(cfg.input.size_divisibility or 0), 32)
+    sizes = _sizes(size or (4 * multiple, 5 * multiple), multiple)
     graphs: Dict[str, dict] = {}
+    fixed = None
     for name, spec in graph_specs(m).items():
         path = out / f"{name}.onnx"
         t0 = time.perf_counter()
-        _export_one(name, spec, path, opset, multiple)
+        _export_one(name, spec, path, opset, multiple, sizes)
+        if name == "segmenter" and not _dynamic_size_works(path, spec["module"], sizes, multiple):
+            fixed = [sizes["H"], sizes["W"]]
+            warnings.warn(f"the exporter froze the segmenter's frame size: it only runs at {fixed[0]}x{fixed[1]} "
+                          "(export with size=(H, W) / --size HxW at the size you will run)", RuntimeWarning,
+                          stacklevel=2)
         t1 = time.perf_counter()
         slim = simplify and _simplify(path)
         t2 = time.perf_counter()
@@ -138,6 +171,8 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
                         "simplified": bool(slim), "bytes": path.stat().st_size,
                         "seconds": {"export": round(t1 - t0, 1), "simplify": round(t2 - t1, 1),
                                     "check": round(time.perf_counter() - t2, 1)}}
+        if name == "segmenter" and fixed:
+            graphs[name]["fixed_size"] = fixed
     tracker = m.tracker
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset,

@@ -119,7 +119,13 @@ class OnnxDVIS:
     def segment(self, images) -> Arrays:
         """(t, 3, Hp, Wp) normalised padded frames -> ``pred_logits``, ``pred_masks``, ``pred_embds``,
         ``pred_embds_without_norm`` and ``mask_features`` (layouts as ``OnlineDVIS.segment``)."""
-        return self._run("segmenter", images=_as_numpy(images))
+        images = _as_numpy(images)
+        fixed = self.meta["graphs"]["segmenter"].get("fixed_size")
+        if fixed and list(images.shape[-2:]) != list(fixed):
+            raise ValueError(f"this export only runs at {fixed[0]}x{fixed[1]} (padded) frames, got "
+                             f"{images.shape[-2]}x{images.shape[-1]}: export again with --size "
+                             f"{images.shape[-2]}x{images.shape[-1]}")
+        return self._run("segmenter", images=images)
 
     def track(self, seg: Arrays, state: Optional[OnnxTrackerState]) -> Tuple[Arrays, OnnxTrackerState, np.ndarray]:
         """The tracker on one window (as ``OnlineDVIS.track``): returns (``pred_logits`` (1, t, Q, K+1),
