@@ -111,8 +111,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(f"  {k:<12} {result['fps'][k]:9.2f} {result['seconds'][k]:9.2f}")
     print(f"  max |pred_cls diff| {diff:.2e}; export {result['export_mb_total']} MB "
           f"({', '.join(f'{k} {v / 2 ** 20:.1f}' for k, v in sizes.items())}); fp32 weights {result['weights_mb_fp32']} MB")
+    stem = Path(args.config).parent.name if Path(args.config).stem == "config" else Path(args.config).stem
     dest = Path(args.json) if args.json else (_HERE / "results" / (
-        f"onnx_speed_{re.sub(r'[^A-Za-z0-9]+', '_', Path(args.config).stem)}_{cfg.mode}_{h}x{w}.json"))
+        f"onnx_speed_{re.sub(r'[^A-Za-z0-9]+', '_', stem)}_{cfg.mode}_{h}x{w}.json"))
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(result, indent=2))
     print(f"  wrote {dest}")
