@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 
 import dvis_sdk  # noqa: E402
 from conftest import load_fixture  # noqa: E402
-from dvis_sdk.export import OnnxDVIS, export_onnx  # noqa: E402
+from dvis_sdk.export import OnnxDVIS, export_onnx, is_onnx_export  # noqa: E402
 from dvis_sdk.inference.postprocess import postprocess_vis  # noqa: E402
 from dvis_sdk.perf import compare_results  # noqa: E402
 
@@ -79,6 +79,7 @@ def test_export_folder_and_dynamic_axes(tiny):
     model, d = tiny
     meta = _check_dir(d, ["segmenter", "tracker_start", "tracker_step", "tracker_heads"])
     assert meta["mode"] == "online" and meta["variant"] == "dvis++"
+    assert is_onnx_export(d) and not is_onnx_export(d / "missing")
     assert dvis_sdk.DVISConfig.from_dict(meta["model_config"]).to_dict() == model.cfg.to_dict()
     import onnx
 

@@ -2,7 +2,7 @@
 
 Needs the optional extra: ``pip install 'dvis_sdk[onnx]'``. See ``docs/deployment.md``.
 """
-from .onnx_export import export_onnx, require_onnx
+from .onnx_export import export_onnx, is_onnx_export, require_onnx
 from .ort_model import OnnxDVIS, OnnxTrackerState
 
-__all__ = ["export_onnx", "require_onnx", "OnnxDVIS", "OnnxTrackerState"]
+__all__ = ["export_onnx", "is_onnx_export", "require_onnx", "OnnxDVIS", "OnnxTrackerState"]

@@ -21,6 +21,18 @@ DEFAULT_OPSET = 18
 EXPORT_PATHS = {"sdpa": True, "deform_attn": "reference"}
 
 
+def is_onnx_export(path: Union[str, Path]) -> bool:
+    """True when ``path`` is a folder written by :func:`export_onnx` (its ``config.json`` says ``"format":
+    "dvis-onnx"``); needs no ONNX package (for ``VideoSegmenter.from_pretrained`` to pick the backend)."""
+    meta = Path(path) / "config.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == FORMAT
+    except (ValueError, AttributeError):
+        return False
+
+
 def require_onnx() -> None:
     """Raise a one-line ImportError when the optional ONNX dependencies are missing."""
     try:
