@@ -1,4 +1,4 @@
-"""Tests for dvis_sdk.inference.video_io: sources, prefetching, writing and every documented error."""
+"""Tests for dvis_sdk.io: sources, prefetching, writing and every documented error."""
 from __future__ import annotations
 
 import gc
@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dvis_sdk.inference import video_io
-from dvis_sdk.inference.video_io import (VideoReadError, VideoWriteError, natural_sort_key, open_video, prefetch,
-                                         write_video)
+from dvis_sdk.io import file_source as io_file_source
+from dvis_sdk.io import writer as io_writer
+from dvis_sdk.io import (VideoReadError, VideoWriteError, natural_sort_key, open_video, prefetch,
+                         write_video)
 
 H, W = 48, 64
 
@@ -89,7 +90,7 @@ def test_writer_accepts_source_pairs_and_pads_odd_sizes(tmp_path):
 
 
 def test_writer_codec_fallback_to_avi(tmp_path, monkeypatch):
-    monkeypatch.setitem(video_io._WRITE_CODECS, ".mp4", ("ZZZZ",))  # an encoder that does not exist
+    monkeypatch.setitem(io_writer._WRITE_CODECS, ".mp4", ("ZZZZ",))  # an encoder that does not exist
     with pytest.warns(UserWarning, match="instead"):
         out = write_video(tmp_path / "clip.mp4", [solid((0, 255, 0))] * 3, fps=5)
     assert out == tmp_path / "clip.avi" and not (tmp_path / "clip.mp4").exists()
@@ -107,8 +108,8 @@ def test_writer_errors(tmp_path, monkeypatch):
         write_video(tmp_path / "a.mp4", [np.zeros((H, W), np.uint8)], fps=5)
     with pytest.raises(ValueError, match="frame 1 is 32x32"):
         write_video(tmp_path / "a.mp4", [solid(0), solid(0, 32, 32)], fps=5)
-    monkeypatch.setitem(video_io._WRITE_CODECS, ".mp4", ("ZZZZ",))
-    monkeypatch.setattr(video_io, "_FALLBACK", (".avi", "YYYY"))
+    monkeypatch.setitem(io_writer._WRITE_CODECS, ".mp4", ("ZZZZ",))
+    monkeypatch.setattr(io_writer, "_FALLBACK", (".avi", "YYYY"))
     with pytest.raises(VideoWriteError, match="no available video codec"):
         write_video(tmp_path / "b.mp4", [solid(0)], fps=5)
 
@@ -144,7 +145,7 @@ def test_stride_max_frames_and_time_range(tmp_path):
 def test_seek_matches_sequential_grab(tmp_path, monkeypatch):
     path = indexed_video(tmp_path / "long.mp4", 120, fps=10)
     seeked = [decode_index(f) for _, f in open_video(path, start=7.3, stride=2)]   # frame 73 >= _SEEK_MIN_FRAMES
-    monkeypatch.setattr(video_io, "_SEEK_MIN_FRAMES", 10 ** 9)                       # force the grab path
+    monkeypatch.setattr(io_file_source, "_SEEK_MIN_FRAMES", 10 ** 9)                       # force the grab path
     grabbed = [decode_index(f) for _, f in open_video(path, start=7.3, stride=2)]
     assert seeked == grabbed == list(range(73, 120, 2))
 
