@@ -125,22 +125,33 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def _checksum_state(m: dict) -> str:
+    if m.get("source") == "external":
+        return "-"
+    return "verified" if m.get("sha256") else "unverified"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from .hub import default_model_name, list_models
+    from .weights import default_model_name, list_models
 
     default = default_model_name()
+    head = ("  name", "dataset", "AP", "source", "revision", "file", "sha256")
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
              str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
              m.get("repo_id") or ("embedded in the package" if m.get("source") == "embedded"
-                                  else "local file (see download page)")) for m in list_models()]
-    widths = [max(len(r[i]) for r in rows + [("  name", "dataset", "AP", "source")]) for i in range(4)]
-    for r in [("  name", "dataset", "AP", "source")] + rows:
+                                  else "local file (see download page)"),
+             (m.get("revision") or "-")[:12], m.get("filename") or "-", _checksum_state(m)) for m in list_models()]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    pinned = sorted({(m["repo_id"], m["revision"]) for m in list_models() if m.get("source") == "hub"})
+    for repo, rev in pinned:
+        print(f"{repo} is pinned to revision {rev}; 'verified' files are checked against their sha256 after download")
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .hub import resolve_weights
+    from .weights import resolve_weights
 
     resolved = resolve_weights(args.name, cache_dir=args.cache_dir, revision=args.revision)
     print(f"{args.name}: ready ({resolved.source})")

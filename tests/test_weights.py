@@ -1,8 +1,9 @@
-"""Weights manifest, name / folder / repo-id resolution, Hub download + conversion cache, save/load/push.
+"""dvis_sdk.weights: manifest (pinned revisions, exact files, sha256), name / folder / repo-id resolution, Hub
+download + checksum + conversion cache, save/load/push.
 
-No network: a LOCAL FAKE HUB is a Hugging Face cache folder laid out as ``hf_hub_download`` expects
-(``models--owner--name/refs/main`` + ``snapshots/<commit>/...``), used with ``local_files_only`` /
-``HF_HUB_OFFLINE``; online code paths use a monkeypatched ``HfApi`` / ``hf_hub_download``.
+No network: a LOCAL FAKE HUB is a Hugging Face cache folder laid out as ``hf_hub_download`` expects and as the real
+repository is (``models--zhangtao-whu--DVIS_Plus/refs/main`` + ``snapshots/<pinned commit>/DVIS++/weights/...``),
+used with ``local_files_only`` / ``HF_HUB_OFFLINE``; online code paths use a monkeypatched ``hf_hub_download``.
 """
 from __future__ import annotations
 
@@ -13,17 +14,25 @@ import pytest
 import torch
 
 import dvis_sdk
-import dvis_sdk.convert as convert_mod
+import huggingface_hub
 from conftest import load_fixture
-from dvis_sdk import hub
+from dvis_sdk import weights as hub
+from dvis_sdk.weights import download as wdownload
+from dvis_sdk.weights import manifest as wmanifest
+from dvis_sdk.weights import resolve as wresolve
 from dvis_sdk.convert import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FX = "11_e2e_online_r50"
 REPO = "zhangtao-whu/DVIS_Plus"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-HUB_FILES = ["DVIS++/ovis_online_r50.pth", "DVIS++/ovis_offline_r50.pth", "DVIS++/ovis_online_vitl.pth",
-             "DVIS++/ytvis19_online_r50.pth", "README.md"]
+COMMIT = "a701fe449276326c6863f0b735a839bbb7d55f68"  # the commit that added DVIS++/weights/
+KNOWN_SHA256 = {
+    "DVIS++/weights/offline_r50_ovis_412.pth": "ed812bffdc52e4830b0058a0ddacca06c81239e9a1b464c66c23c04003326af8",
+    "DVIS++/weights/online_vitl_ytvis21_623.pth": "db6e76b886ecd5d22b66065af697268828564bb523494e3608432868f04cb60a",
+}
+TINY_FILE = "DVIS++/weights/online_r50_ovis_372.pth"  # the real file name; the fake cache holds the tiny fixture
+HUB_FILES = [TINY_FILE, "DVIS++/weights/offline_r50_ovis_412.pth", "DVIS++/weights/online_vitl_ovis_496.pth",
+             "DVIS++/weights/online_r50_vipseg_xxx.pth", "DVIS++/pretrained/r50.pth", "README.md"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,15 +76,15 @@ def make_fake_hub(cache: Path, repo_id: str, files: dict, revision: str = "main"
 def fake_hub(tmp_path, official_ckpt) -> Path:
     cache = tmp_path / "hf_cache"
     files = {f: b"not a checkpoint" for f in HUB_FILES}
-    files["DVIS++/ovis_online_r50.pth"] = official_ckpt
+    files[TINY_FILE] = official_ckpt
     make_fake_hub(cache, REPO, files)
     return cache
 
 
 def _entry(name: str, cfg_file: Path, **kw) -> dict:
     e = {"name": name, "variant": "dvis++", "mode": "online", "backbone": "r50", "dataset": "ovis",
-         "config": str(cfg_file), "source": "hub", "repo_id": REPO, "subfolder": "DVIS++", "filename": None,
-         "pattern": "DVIS++/*.pth", "keywords": [["ovis"], ["online"], ["r50"]], "revision": "main", "sha256": None,
+         "config": str(cfg_file), "source": "hub", "repo_id": REPO, "filename": TINY_FILE, "revision": COMMIT,
+         "sha256": None,
          "min_size_test": 64, "max_size_test": 1333, "reported_ap": None,
          "download_page": "https://example.invalid/page"}
     e.update(kw)
@@ -88,17 +97,13 @@ def tiny_manifest(monkeypatch, cfg_file, official_ckpt):
     real = hub.load_manifest()
     good_sha = hub.sha256_file(official_ckpt)
     real["models"] += [
-        _entry("tiny-glob", cfg_file),
-        _entry("tiny-ambiguous", cfg_file, keywords=[["ovis"]]),
-        _entry("tiny-nomatch", cfg_file, keywords=[["ytvis21"]]),
-        _entry("tiny-exact", cfg_file, filename="DVIS++/ovis_online_r50.pth", pattern=None, keywords=None,
-               sha256=good_sha),
-        _entry("tiny-badsum", cfg_file, filename="DVIS++/ovis_online_r50.pth", pattern=None, keywords=None,
-               sha256="f" * 64),
-        _entry("tiny-external", cfg_file, source="external", repo_id=None, subfolder=None,
-               filename="model_final.pth", pattern=None, keywords=None, revision=None),
+        _entry("tiny-pinned", cfg_file),
+        _entry("tiny-exact", cfg_file, sha256=good_sha),
+        _entry("tiny-badsum", cfg_file, sha256="f" * 64),
+        _entry("tiny-external", cfg_file, source="external", repo_id=None, filename="model_final.pth",
+               revision=None),
     ]
-    monkeypatch.setattr(hub, "load_manifest", lambda path=None: json.loads(json.dumps(real)))
+    monkeypatch.setattr(wmanifest, "load_manifest", lambda path=None: json.loads(json.dumps(real)))
     return real
 
 
@@ -123,7 +128,11 @@ def test_manifest_schema():
         assert e["name"] == f"{e['variant']}-{e['backbone']}-{e['dataset'].replace('_20', '')}-{e['mode']}", e["name"]
         assert e["dataset"] in ("ovis", "ytvis_2019", "ytvis_2021")
         if e["source"] == "hub":
-            assert e["repo_id"] == REPO and e["revision"] and (e["filename"] or e["pattern"].startswith("DVIS++/"))
+            ds = {"ovis": "ovis", "ytvis_2019": "ytvis19", "ytvis_2021": "ytvis21"}[e["dataset"]]
+            assert e["repo_id"] == REPO and e["revision"] == COMMIT
+            assert e["filename"] == f"DVIS++/weights/{e['mode']}_{e['backbone']}_{ds}_{round(e['reported_ap'] * 10)}.pth"
+            assert e["sha256"] == KNOWN_SHA256.get(e["filename"]), e["name"]
+            assert "pattern" not in e and "keywords" not in e
         else:
             assert e["download_page"].startswith("https://") and e["filename"]
     plus = [e for e in models if e["variant"] == "dvis++"]
@@ -138,6 +147,15 @@ def test_manifest_schema():
     ap = {e["name"]: e["reported_ap"] for e in models}
     assert ap["dvis++-r50-ovis-online"] == 37.2 and ap["dvis++-vitl-ovis-offline"] == 53.4
     assert ap["dvis-swinl-ytvis21-offline"] == 60.0
+    assert sum(1 for e in models if e["sha256"]) == len(KNOWN_SHA256)
+
+
+def test_validate_manifest_refuses_unpinned_or_searched_entries():
+    m = hub.load_manifest()
+    e = next(x for x in m["models"] if x["name"] == "dvis++-r50-ovis-online")
+    e.update(revision="main", filename=None, pattern="DVIS++/*.pth")
+    problems = " ".join(hub.validate_manifest(m))
+    assert "pinned revision" in problems and "exact filename" in problems and "no longer used" in problems
 
 
 def test_manifest_root_copy_is_identical_to_package_copy():
@@ -184,30 +202,30 @@ def test_unknown_model_name_suggests_close_names():
 # ---------------------------------------------------------------------------------------------
 # Hub entries: glob, download, checksum, conversion cache
 # ---------------------------------------------------------------------------------------------
-def test_glob_entry_resolves_from_fake_hub_and_loads_strict(fx, fake_hub, tiny_manifest):
-    res = hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)
-    assert res.name == "tiny-glob" and "DVIS++/ovis_online_r50.pth" in res.source
+def test_pinned_entry_resolves_from_fake_hub_and_loads_strict(fx, fake_hub, tiny_manifest):
+    res = hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)
+    assert res.name == "tiny-pinned" and TINY_FILE in res.source
     expected = convert_official_state_dict(fx.weights, res.config)
     assert set(res.state_dict) == set(expected)
     assert all(torch.equal(res.state_dict[k], expected[k]) for k in expected)
     model = dvis_sdk.build_model(res.config)
     model.load_state_dict(res.state_dict, strict=True)
-    converted = list((fake_hub / "dvis_sdk" / "converted").glob("tiny-glob-*"))
+    converted = list((fake_hub / "dvis_sdk" / "converted").glob("tiny-pinned-*"))
     assert len(converted) == 1
-    sha = hub.sha256_file(fake_hub / f"models--zhangtao-whu--DVIS_Plus/snapshots/{COMMIT}/DVIS++/ovis_online_r50.pth")
-    assert converted[0].name == f"tiny-glob-{sha[:12]}"
+    sha = hub.sha256_file(fake_hub / f"models--zhangtao-whu--DVIS_Plus/snapshots/{COMMIT}/{TINY_FILE}")
+    assert converted[0].name == f"tiny-pinned-{sha[:12]}"
     assert {"config.json", "model.safetensors", "meta.json"} <= {p.name for p in converted[0].iterdir()}
 
 
 def test_conversion_happens_once(fake_hub, tiny_manifest, monkeypatch):
-    first = hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)
+    first = hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)
 
     def boom(*a, **k):
         raise AssertionError("converted again instead of using the cache")
 
-    monkeypatch.setattr(convert_mod, "convert_official_state_dict", boom)
-    monkeypatch.setattr(convert_mod, "load_official_checkpoint", boom)
-    second = hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)
+    monkeypatch.setattr(wresolve, "convert_official_state_dict", boom)
+    monkeypatch.setattr(wresolve, "load_official_checkpoint", boom)
+    second = hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)
     assert "converted cache" in second.source
     assert set(first.state_dict) == set(second.state_dict)
     assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
@@ -215,81 +233,44 @@ def test_conversion_happens_once(fake_hub, tiny_manifest, monkeypatch):
 
 
 def test_changed_download_is_reconverted(fake_hub, tiny_manifest, fx, tmp_path):
-    hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)
+    hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)
     # the upstream file changes (new bytes): a new conversion, keyed by the new sha
-    src = fake_hub / f"models--zhangtao-whu--DVIS_Plus/snapshots/{COMMIT}/DVIS++/ovis_online_r50.pth"
+    src = fake_hub / f"models--zhangtao-whu--DVIS_Plus/snapshots/{COMMIT}/{TINY_FILE}"
     w = dict(fx.weights)
     w["tracker.class_embed.bias"] = w["tracker.class_embed.bias"] + 1
     torch.save(w, src)
-    res = hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)
+    res = hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)
     assert "converted cache" not in res.source
     assert torch.equal(res.state_dict["tracker.class_embed.bias"], w["tracker.class_embed.bias"])
-    assert len(list((fake_hub / "dvis_sdk" / "converted").glob("tiny-glob-*"))) == 2
+    assert len(list((fake_hub / "dvis_sdk" / "converted").glob("tiny-pinned-*"))) == 2
 
 
-def test_ambiguous_pattern_lists_candidates(fake_hub, tiny_manifest):
-    with pytest.raises(hub.WeightsMatchError) as ei:
-        hub.resolve_weights("tiny-ambiguous", cache_dir=fake_hub, local_files_only=True)
-    want = {"DVIS++/ovis_online_r50.pth", "DVIS++/ovis_offline_r50.pth", "DVIS++/ovis_online_vitl.pth"}
-    assert set(ei.value.candidates) == want
-    assert all(c in str(ei.value) for c in want) and "filename=" in str(ei.value)
-    # the user picks one explicitly
-    res = hub.resolve_weights("tiny-ambiguous", cache_dir=fake_hub, local_files_only=True,
-                              filename="DVIS++/ovis_online_r50.pth")
-    assert "ovis_online_r50.pth" in res.source
+def test_online_download_is_the_pinned_file_without_listing(fx, tmp_path, official_ckpt, tiny_manifest,
+                                                           monkeypatch):
+    calls = []
 
-
-def test_pattern_without_match_lists_repo_files(fake_hub, tiny_manifest):
-    with pytest.raises(hub.WeightsMatchError) as ei:
-        hub.resolve_weights("tiny-nomatch", cache_dir=fake_hub, local_files_only=True)
-    assert "no file" in str(ei.value)
-    assert "DVIS++/ytvis19_online_r50.pth" in ei.value.candidates and "README.md" not in ei.value.candidates
-
-
-def test_match_repo_files_rules():
-    files = ["DVIS++/OVIS/Online_R50.pth", "DVIS++/ovis/offline_r50.pth", "DVIS++/ytvis_2019/online_vitl.pth",
-             "OV-DVIS++/ovis_online_r50.pth", "DVIS++/ovis/online_r50.json"]
-    assert hub.match_repo_files(files, "DVIS++/*.pth", [["ovis"], ["online"], ["r50"]]) == \
-        ["DVIS++/OVIS/Online_R50.pth"]
-    assert hub.match_repo_files(files, "DVIS++/*.pth", [["ytvis19", "2019"], ["vit"]]) == \
-        ["DVIS++/ytvis_2019/online_vitl.pth"]
-    # the real manifest's keywords pick exactly one of a plausible listing per DVIS++ model
-    listing = [f"DVIS++/{d}/{m}_{b}.pth" for d in ("ovis", "ytvis19", "ytvis21") for m in ("online", "offline")
-               for b in ("r50", "vitl")] + ["DVIS++/README.md"]
-    for e in hub.list_models():
-        if e["source"] == "hub" and not e["filename"]:
-            assert len(hub.match_repo_files(listing, e["pattern"], e["keywords"])) == 1, e["name"]
-
-
-def test_online_listing_and_download_arguments(fx, tmp_path, official_ckpt, tiny_manifest, monkeypatch):
-    calls = {"list": [], "download": []}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            self.token = token
-
-        def list_repo_files(self, repo_id, revision=None, **kw):
-            calls["list"].append((repo_id, revision, self.token))
-            return list(HUB_FILES)
+    class MustNotList:
+        def __init__(self, *a, **k):
+            raise AssertionError("the Hub repository must never be listed")
 
     def fake_download(repo_id, filename, *, revision=None, cache_dir=None, token=None, local_files_only=False, **kw):
-        calls["download"].append(dict(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache_dir,
-                                      token=token, local_files_only=local_files_only))
+        calls.append(dict(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache_dir, token=token,
+                          local_files_only=local_files_only))
         dst = Path(cache_dir) / "dl" / revision / filename
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(official_ckpt.read_bytes())
         return str(dst)
 
-    monkeypatch.setattr(hub, "HfApi", FakeApi)
-    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "HfApi", MustNotList)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    res = hub.resolve_weights("tiny-glob", cache_dir=tmp_path / "c", revision="v1.0", token="hf_secret")
-    assert calls["list"] == [(REPO, "v1.0", "hf_secret")]
-    assert calls["download"] == [dict(repo_id=REPO, filename="DVIS++/ovis_online_r50.pth", revision="v1.0",
-                                      cache_dir=tmp_path / "c", token="hf_secret", local_files_only=False)]
-    model = dvis_sdk.build_model(res.config)
-    model.load_state_dict(res.state_dict, strict=True)
+    res = hub.resolve_weights("tiny-pinned", cache_dir=tmp_path / "c", token="hf_secret", local_files_only=False)
+    assert calls == [dict(repo_id=REPO, filename=TINY_FILE, revision=COMMIT, cache_dir=tmp_path / "c",
+                          token="hf_secret", local_files_only=False)]
+    dvis_sdk.build_model(res.config).load_state_dict(res.state_dict, strict=True)
+    # an explicit revision / file overrides the pin (and then no checksum applies)
+    hub.resolve_weights("tiny-badsum", cache_dir=tmp_path / "c2", revision="v1.0", local_files_only=False)
+    assert calls[-1]["revision"] == "v1.0" and calls[-1]["filename"] == TINY_FILE
 
 
 def test_checksum(fake_hub, tiny_manifest, official_ckpt):
@@ -299,19 +280,19 @@ def test_checksum(fake_hub, tiny_manifest, official_ckpt):
         hub.resolve_weights("tiny-badsum", cache_dir=fake_hub, local_files_only=True)
     err = ei.value
     assert err.expected == "f" * 64 and err.actual == hub.sha256_file(official_ckpt)
-    assert "ovis_online_r50.pth" in err.file
+    assert TINY_FILE.split("/")[-1] in err.file
     assert err.expected in str(err) and err.actual in str(err)
 
 
 def test_checksum_also_checked_on_cached_conversion(fake_hub, tiny_manifest, monkeypatch):
-    hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)  # converted + cached
-    m = hub.load_manifest()
+    hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)  # converted + cached
+    m = wmanifest.load_manifest()
     for e in m["models"]:
-        if e["name"] == "tiny-glob":
+        if e["name"] == "tiny-pinned":
             e["sha256"] = "e" * 64
-    monkeypatch.setattr(hub, "load_manifest", lambda path=None: json.loads(json.dumps(m)))
+    monkeypatch.setattr(wmanifest, "load_manifest", lambda path=None: json.loads(json.dumps(m)))
     with pytest.raises(hub.ChecksumError):
-        hub.resolve_weights("tiny-glob", cache_dir=fake_hub, local_files_only=True)
+        hub.resolve_weights("tiny-pinned", cache_dir=fake_hub, local_files_only=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,8 +333,8 @@ def test_no_network_is_unavailable_not_a_crash(tmp_path, monkeypatch):
     def no_net_download(*a, **k):
         raise LocalEntryNotFoundError("connection error and no cached file")
 
-    monkeypatch.setattr(hub, "HfApi", NoNetApi)
-    monkeypatch.setattr(hub, "hf_hub_download", no_net_download)
+    monkeypatch.setattr(huggingface_hub, "HfApi", NoNetApi)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_net_download)
     with pytest.raises(hub.WeightsUnavailableError) as ei:
         hub.resolve_weights("dvis++-r50-ovis-online", cache_dir=tmp_path, local_files_only=False)
     _assert_one_clear_line(str(ei.value))
@@ -363,15 +344,33 @@ def test_no_network_is_unavailable_not_a_crash(tmp_path, monkeypatch):
     _assert_one_clear_line(str(ei.value))
 
 
-def test_offline_glob_uses_cached_listing(fake_hub, tiny_manifest, monkeypatch):
-    class MustNotList:
-        def __init__(self, *a, **k):
-            raise AssertionError("offline: the Hub must not be listed")
-
-    monkeypatch.setattr(hub, "HfApi", MustNotList)
+def test_real_entry_resolves_offline_from_cache_at_pinned_revision(fake_hub, monkeypatch):
+    """A real manifest name, HF_HUB_OFFLINE=1, and a cache laid out like the real repo: no network needed."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    res = hub.resolve_weights("tiny-glob", cache_dir=fake_hub)
-    assert "ovis_online_r50.pth" in res.source
+    res = hub.resolve_weights("dvis++-r50-ovis-online", cache_dir=fake_hub)
+    assert res.name == "dvis++-r50-ovis-online" and f"{REPO}/{TINY_FILE}@{COMMIT}" in res.source
+    assert res.config.dataset == "ovis" and res.config.mode == "online"
+    meta = json.loads(next((fake_hub / "dvis_sdk" / "converted").glob("dvis++-r50-ovis-online-*/meta.json")).read_text())
+    assert meta["revision"] == COMMIT and meta["filename"] == TINY_FILE and meta["sha256_verified"] is False
+
+
+def test_real_entry_with_wrong_bytes_is_a_checksum_error_and_not_used(tmp_path, monkeypatch):
+    cache = tmp_path / "hf"
+    make_fake_hub(cache, REPO, {"DVIS++/weights/offline_r50_ovis_412.pth": b"tampered bytes"})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.ChecksumError) as ei:
+        hub.resolve_weights("dvis++-r50-ovis-offline", cache_dir=cache)
+    msg = str(ei.value)
+    assert "\n" not in msg and KNOWN_SHA256["DVIS++/weights/offline_r50_ovis_412.pth"] in msg
+    assert not (cache / "dvis_sdk" / "converted").exists()  # nothing was converted or cached from it
+
+
+def test_importing_weights_does_not_import_huggingface_hub():
+    import subprocess
+    import sys
+    code = "import sys, dvis_sdk.weights, dvis_sdk.hub; print('huggingface_hub' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_external_entry_points_to_download_page_and_accepts_local_file(fx, tiny_manifest, official_ckpt):
@@ -500,7 +499,7 @@ def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_model, tmp_path, mo
         def upload_folder(self, **kw):
             calls.append(("upload_folder", kw))
 
-    monkeypatch.setattr(hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     d = hub.save_pretrained(tiny_model, tmp_path / "to_push")
     url = hub.push_to_hub(d, "me/my-dvis", token="hf_x")
     assert url == "https://huggingface.co/me/my-dvis"
@@ -516,7 +515,7 @@ def test_push_to_hub_uses_create_repo_and_upload_folder(tiny_model, tmp_path, mo
 
 
 def test_transport_errors_of_any_http_client_count_as_no_network():
-    from dvis_sdk.hub import _is_network_error
+    _is_network_error = wdownload.is_network_error
     connect_error = type("ConnectError", (Exception,), {"__module__": "httpx2"})  # huggingface_hub 2.x's client
     assert _is_network_error(connect_error("[Errno -2] Name or service not known"))
     assert not _is_network_error(ValueError("bad value"))
