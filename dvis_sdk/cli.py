@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="video files or folders of frames")
     pr.add_argument("--model", default=None, help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
-    pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     pr.add_argument("--mode", choices=["online", "offline"], default=None)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--model", default=None,
                     help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
-    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     ba.add_argument("--mode", choices=["online", "offline"], default=None)
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
     ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
