@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -35,6 +36,7 @@ class _FileSource(VideoSource):
             raise VideoReadError(f"{path}: corrupt or empty video (opened, but not a single frame could be decoded)")
         self._reported = count if count > 0 else None
         self._exact: Optional[int] = None
+        self._times: Dict[int, float] = {}  # yielded index -> the decoder's timestamp (s), filled while iterating
         fps_ok = math.isfinite(fps) and fps > 0
         first, last = _seconds_to_range(path, fps if fps_ok else None, start, end)
         if self._reported is not None and first >= self._reported:
@@ -54,21 +56,19 @@ class _FileSource(VideoSource):
     def count_exact_total(self) -> int:
         if self._exact is None:
             cap = _open_capture(self.path)
-            n = 0
+            n, state = 0, {"skipped": 0}
             try:
-                while cap.grab():
+                while self._grab(cap, n, state):
                     n += 1
             finally:
                 cap.release()
             self._exact = n
         return self._exact
 
-    def _tolerance(self) -> int:
-        """How many frames short of the reported count a stream may end before we call it truncated."""
-        rep = self._reported or 0
-        if self.path.suffix.lower() in _INDEXED_CONTAINERS:
-            return max(2, rep // 100)
-        return max(5, rep // 10)   # estimated counts (duration * fps) are only a hint
+    def timestamp(self, index: int) -> Optional[float]:
+        """Time in seconds of the ``index``-th yielded frame: the decoder's timestamp once the frame was decoded
+        (exact for variable frame rates), else ``source_index / fps``."""
+        return self._times.get(index, super().timestamp(index))
 
     def _seek(self, cap: "cv2.VideoCapture", target: int) -> Tuple["cv2.VideoCapture", int]:
         """Position ``cap`` so that the next grab returns frame ``target``; returns (capture, position)."""
@@ -84,9 +84,24 @@ class _FileSource(VideoSource):
             pos += 1
         return cap, pos
 
+    def _grab(self, cap: "cv2.VideoCapture", pos: int, state: dict) -> bool:
+        """Grab the next decodable frame. Frames the decoder fails on in the middle of the stream (it resumes after
+        them) are skipped and counted in ``state["skipped"]``; False at the real end of the stream."""
+        if cap.grab():
+            return True
+        expected = self._exact if self._exact is not None else self._reported
+        failed = 1
+        while expected is not None and pos + state["skipped"] + failed < expected:  # bounded by the frames expected
+            if cap.grab():
+                state["skipped"] += failed
+                return True
+            failed += 1
+        return False
+
     def _iter_frames(self) -> Iterator[Tuple[int, np.ndarray]]:
         path = self.path
         cap = _open_capture(path)
+        state = {"skipped": 0}
         try:
             cap, pos = self._seek(cap, self._first)      # pos = index of the next frame a grab() returns
             target, yielded = self._first, 0
@@ -94,34 +109,42 @@ class _FileSource(VideoSource):
                     (self._last is None or target < self._last):
                 # grab() without retrieve() skips the colour conversion for frames dropped by the stride
                 while pos <= target:
-                    if not cap.grab():
-                        self._end_of_stream(pos, yielded)
+                    if not self._grab(cap, pos, state):
+                        self._end_of_stream(pos, yielded, state)
                         return
                     pos += 1
+                msec = cap.get(cv2.CAP_PROP_POS_MSEC)  # the frame's own time: right for variable frame rates too
                 ok, bgr = cap.retrieve()
-                if not ok or bgr is None:
-                    raise VideoReadError(f"{path}: failed to decode frame {target} (after {yielded} good frames "
-                                         "were yielded); the file is corrupt from there on")
+                if not ok or bgr is None:  # grabbed but not decodable: skip it like a failed grab
+                    state["skipped"] += 1
+                    target += self.stride
+                    continue
                 if bgr.shape[:2] != (self.height, self.width):
                     raise VideoReadError(f"{path}: frame size changes mid-video at frame {target}: "
                                          f"{bgr.shape[1]}x{bgr.shape[0]} instead of {self.width}x{self.height}; "
                                          "re-encode to one size, e.g. `ffmpeg -i in -vf scale=W:H out.mp4`")
                 frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 del bgr
+                if math.isfinite(msec) and msec >= 0:
+                    self._times[yielded] = msec / 1000.0
                 yield yielded, frame
                 del frame  # do not keep the last frame alive while decoding the next one
                 yielded += 1
                 target += self.stride
         finally:
             cap.release()
+            if state["skipped"]:
+                warnings.warn(f"{path}: skipped {state['skipped']} frame(s) that could not be decoded (damaged or truncated "
+                              "file); the other frames were used, so yielded frame indices after the first skipped "
+                              "frame no longer match the file's frame numbers", stacklevel=2)
 
-    def _end_of_stream(self, pos: int, yielded: int) -> None:
-        """The decoder returned no frame at source index ``pos``: normal end, or a truncated/corrupt file."""
-        expected = self._exact if self._exact is not None else self._reported
-        if expected is not None and pos < expected - (0 if self._exact is not None else self._tolerance()):
-            raise VideoReadError(
-                f"{self.path}: video stopped decoding at frame {pos} but the container says it has {expected} "
-                f"frames: the file is truncated or corrupt (the {yielded} frames before it were yielded)")
+    def _end_of_stream(self, pos: int, yielded: int, state: dict) -> None:
+        """The decoder returned no more frames at source index ``pos``: the normal end, or frames lost to damaged
+        data or a truncated file (counted as skipped: the caller warns once; an error only if nothing decoded,
+        which :func:`open_video` already refuses)."""
+        if self._exact is None and self.path.suffix.lower() in _INDEXED_CONTAINERS and self._reported is not None:
+            # an exact frame index: frames it lists that never decoded were lost
+            state["skipped"] += max(0, self._reported - pos - state["skipped"])
         self._exact = pos  # we decoded through to the real end: len() is exact from now on
 
 
