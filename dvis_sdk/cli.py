@@ -28,7 +28,7 @@ def _load_segmenter(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.runner import InferenceOOMError
-    from .inference.video_io import VideoReadError
+    from .io import VideoReadError
 
     seg = _load_segmenter(args)
     out_root = Path(args.out)
@@ -320,10 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .convert import ConversionError
+    from .official import ConversionError
     from .batch import BatchLockedError
-    from .hub import ChecksumError, UnknownModelError, WeightsUnavailableError
-    from .inference.video_io import VideoReadError, VideoWriteError
+    from .weights import ChecksumError, UnknownModelError, WeightsUnavailableError
+    from .io import VideoReadError, VideoWriteError
 
     args = build_parser().parse_args(argv)
     try:

@@ -390,3 +390,15 @@ def test_resolve_official(fx, cfg_file, official_ckpt, tmp_path):
     # a bare official checkpoint is refused by resolve_weights with a pointer to resolve_official
     with pytest.raises(ValueError, match="resolve_official"):
         hub.resolve_weights(official_ckpt)
+
+
+def test_dvis_models_shows_revision_file_and_checksum_state(capsys):
+    from dvis_sdk.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "dvis++-r50-ovis-offline" in line)
+    assert COMMIT[:12] in row and "DVIS++/weights/offline_r50_ovis_412.pth" in row and row.rstrip().endswith("verified")
+    row = next(line for line in out.splitlines() if "dvis++-r50-ovis-online " in line)
+    assert "online_r50_ovis_372.pth" in row and row.rstrip().endswith("unverified")
+    assert f"pinned to revision {COMMIT}" in out
