@@ -53,6 +53,8 @@ def test_swapped_identities_halfway():
     # for every true positive: TPA 2, FNA 2 (the object's other half), FPA 2 (the track's other half) -> 1/3
     assert m["AssA"] == pytest.approx(100 / 3, rel=1e-6)
     assert m["DetA"] == pytest.approx(100)
+    per = tracking_metrics(_gt(), [_track(1, [0, 0, 5, 5]), _track(2, [5, 5, 0, 0])], per_video=True)["per_video"]
+    assert per == [{"video_id": 1, "CLR_TP": 8, "CLR_FN": 0, "IDSW": 2, "IDTP": 4, "IDFN": 4, "IDFP": 4}]
 
 
 def test_low_scores_are_ignored_and_missing_tracks_count_as_misses():

@@ -79,13 +79,14 @@ def _load(obj: Any) -> Any:
 
 
 def tracking_metrics(gt: PathOrData, results: Union[PathOrData, Sequence[Mapping[str, Any]]], *,
-                     score_threshold: float = 0.3) -> Dict[str, float]:
+                     score_threshold: float = 0.3, per_video: bool = False) -> Dict[str, Any]:
     """Association metrics over all videos of a YouTube-VIS split.
 
     Returns ``IDF1``, ``HOTA``, ``DetA``, ``AssA`` (0-100, HOTA averaged over IoU thresholds), ``MOTA`` (0-100),
     ``id_switches`` (CLEAR IDSW), ``matched`` (object-frames matched at IoU >= 0.5), ``gt_dets`` (visible
     object-frames) and ``id_switches_per_matched`` (switches / matched object-frames: a tracker that matches less
-    cannot look better by switching less).
+    cannot look better by switching less). With ``per_video``, also ``per_video``: per video its ``video_id`` and
+    the additive counts ``IDTP``, ``IDFN``, ``IDFP``, ``IDSW``, ``CLR_TP``, ``CLR_FN`` (for bootstrap intervals).
     """
     data = _load(gt)
     res = _load(results)
@@ -116,8 +117,13 @@ def tracking_metrics(gt: PathOrData, results: Union[PathOrData, Sequence[Mapping
     c = clear.combine_sequences(dict(enumerate(per_seq["clear"])))
     i = identity.combine_sequences(dict(enumerate(per_seq["identity"])))
     matched = int(c["CLR_TP"])
-    return {"IDF1": 100 * float(i["IDF1"]), "HOTA": 100 * float(np.mean(h["HOTA"])),
+    out: Dict[str, Any] = {"IDF1": 100 * float(i["IDF1"]), "HOTA": 100 * float(np.mean(h["HOTA"])),
             "DetA": 100 * float(np.mean(h["DetA"])), "AssA": 100 * float(np.mean(h["AssA"])),
             "MOTA": 100 * float(c["MOTA"]), "id_switches": int(c["IDSW"]), "matched": matched,
             "gt_dets": int(c["CLR_TP"] + c["CLR_FN"]),
             "id_switches_per_matched": float(c["IDSW"]) / matched if matched else float("nan")}
+    if per_video:
+        out["per_video"] = [{"video_id": v["id"], **{k: int(ci[k]) for k in ("CLR_TP", "CLR_FN", "IDSW")},
+                             **{k: int(ii[k]) for k in ("IDTP", "IDFN", "IDFP")}}
+                            for v, ci, ii in zip(data["videos"], per_seq["clear"], per_seq["identity"])]
+    return out
