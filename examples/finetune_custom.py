@@ -63,7 +63,7 @@ def main(argv=None) -> Path:
     # 3. denoising training with shuffled queries (the best mode of the DVIS++ report)
     trainer = DenoisingTrainer(model, data, args.out, TrainConfig(iters=args.iters, batch_size=2, lr=1e-4,
                                                                   ckpt_every=20, log_every=10),
-                               noise="shuffle", noise_ratio=0.5)
+                               noise="wa", noise_ratio=0.5)
     out = trainer.train()  # resumable: trainer.train(resume=True) continues from the last checkpoint
     print(f"fine-tuned model: {out} (metrics in {out / 'metrics.jsonl'})")
 
