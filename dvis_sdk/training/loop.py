@@ -11,6 +11,7 @@ The stages (:mod:`.stages`) define what is trained and the losses.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -227,14 +228,15 @@ class Trainer:
 
         if self.val is None:
             raise ValueError("no validation set given (val=(annotations, frames))")
-        was = {n: m.training for n, m in self.model.named_modules()}
-        try:
-            self.model.eval()
-            return evaluate_model(self.inference_model(), self.val[0], self.val[1], device=self.device,
-                                  max_videos=max_videos)
-        finally:
-            for n, m in self.model.named_modules():
-                m.training = was[n]
+        model = self.inference_model()
+        if model is self.model:
+            # inference may install fast paths / hooks on the model it is given: evaluate a copy, so the model
+            # being trained (and its noiser, train modes, parameters) is exactly as it was
+            model = copy.deepcopy(model)
+        model.eval()
+        if getattr(model, "tracker", None) is not None and hasattr(model.tracker, "noiser"):
+            model.tracker.noiser = None
+        return evaluate_model(model, self.val[0], self.val[1], device=self.device, max_videos=max_videos)
 
     def _periodic_eval(self) -> None:
         try:
