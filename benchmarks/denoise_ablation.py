@@ -24,9 +24,9 @@ Protocol (every step checkpointed under ``--work``; a killed run resumes where i
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -210,8 +210,6 @@ def run_arm(a, arm: str, seed: int, seg_model, dirs, ann, seg_paths, gt) -> Dict
     run = a.work / "runs" / f"{arm}_s{seed}"
     if (run / "result.json").is_file():
         return json.loads((run / "result.json").read_text())
-    import copy
-
     model = copy.deepcopy(seg_model)
     torch.manual_seed(1234)  # the same initial tracker for every arm and seed
     if a.tracker_init == "fresh":
@@ -219,18 +217,18 @@ def run_arm(a, arm: str, seed: int, seg_model, dirs, ann, seg_paths, gt) -> Dict
             if hasattr(mod, "reset_parameters") and mod is not model.tracker:
                 mod.reset_parameters()
     data = dataset(dirs, "train", model, 5)
-    t0, done = time.perf_counter(), 0
+    t0 = time.perf_counter()
     for k, (mode, share) in enumerate(ARMS[arm]):
         n = max(int(round(a.iters * share)), 1)
         stage = run / f"stage{k}"
         if (stage / "DONE").is_file():
-            model.tracker.load_state_dict(VideoSegmenter.from_pretrained(stage, mode="online").model.tracker.state_dict())
+            done_model = VideoSegmenter.from_pretrained(stage, mode="online").model
+            model.tracker.load_state_dict(done_model.tracker.state_dict())
             continue
         tr = DenoisingTrainer(model, data, stage, train_cfg(a, n, seed), noise=mode, noise_ratio=a.noise_ratio,
                               cache=a.work / "train_segments")
         tr.train(resume=(stage / "checkpoints" / "last").is_file())
         (stage / "DONE").write_text("ok")
-        done += n
     m = evaluate(model, ann, seg_paths, gt, tracker=True)
     m.update(arm=arm, seed=seed, train_s=round(time.perf_counter() - t0, 1), iters=a.iters)
     (run / "result.json").write_text(json.dumps(m))

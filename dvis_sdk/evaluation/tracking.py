@@ -23,8 +23,8 @@ def _metrics():
     try:
         from trackeval.metrics import CLEAR, HOTA, Identity
     except ImportError as e:
-        raise ImportError(f"tracking metrics need trackeval ({e}); install it with: pip install \"dvis-sdk[tracking]\"") \
-            from None
+        raise ImportError(f"tracking metrics need trackeval ({e}); install it with: "
+                          f"pip install \"dvis-sdk[tracking]\"") from None
     cfg = {"PRINT_CONFIG": False, "THRESHOLD": 0.5}
     return HOTA(), CLEAR(cfg), Identity(cfg)
 

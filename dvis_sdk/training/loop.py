@@ -181,7 +181,8 @@ class Trainer:
             self.resume(None if resume is True else resume)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "train_config.json").write_text(json.dumps(
-            {"trainer": self.kind, "config": ckpt.jsonable(dataclasses.asdict(self.cfg)), **self._describe()}, indent=2))
+            {"trainer": self.kind, "config": ckpt.jsonable(dataclasses.asdict(self.cfg)), **self._describe()},
+            indent=2))
         bar = None
         if self.cfg.progress:
             from tqdm import tqdm

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
-           "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
+__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background",
+           "render_scene", "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
 
 # category id (1-based, YouTube-VIS style) = index + 1
 CATEGORIES: Tuple[str, ...] = ("circle", "square", "triangle")

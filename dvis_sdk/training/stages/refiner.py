@@ -4,7 +4,8 @@ The clip is one (T*h) x w image per object: the refiner's masks and the targets 
 ``num_points * T`` points are sampled on them, normalised by the number of objects, so the mask and dice losses do
 not grow with the clip length. In the first half of training the matching is done once on the tracker's outputs
 (time-averaged class logits, flattened masks), afterwards on each layer's own outputs. The contrastive loss on the
-refiner's embeddings uses a per-class memory of embeddings of earlier clips (:class:`~dvis_sdk.training.reid.ClassMemory`).
+refiner's embeddings uses a per-class memory of embeddings of earlier clips
+(:class:`~dvis_sdk.training.reid.ClassMemory`).
 """
 from __future__ import annotations
 
