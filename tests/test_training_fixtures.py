@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from dvis_sdk.models.tracker import cosine_cost, hungarian_match_costs
 from dvis_sdk.training.criterion import SetCriterion, uncertain_point_coords
 from dvis_sdk.training.draws import Draws, ReplayDraws
 from dvis_sdk.training.matcher import ConsistentMatcher, HungarianMatcher
@@ -168,8 +169,11 @@ def test_wa_noise_replays_the_official_draws():
     for fr in frames[1:]:
         t = fr["frame"]
         no_norm = TRACKER[f"runAn.noiser.frame{t}.cur_embeds_no_norm"]
-        # on a frame that is not noised the noiser passes the Hungarian matching through: the official's
-        matched = torch.tensor(fr["returned_indices"])[None] if not fr["noised"] else torch.arange(10)[None]
+        # the tracker's cosine Hungarian matching of this frame to the previous one (official ``match_embds``);
+        # a frame that is not noised passes it through
+        ref, cur = TRACKER[f"runAn.noiser.frame{t}.ref_embeds"], TRACKER[f"runAn.noiser.frame{t}.cur_embeds"]
+        matched = torch.from_numpy(hungarian_match_costs(
+            cosine_cost(ref.permute(1, 0, 2), cur.permute(1, 0, 2)).double().numpy(), inverse=False))
         idx, init = noiser(matched, no_norm)
         assert idx[0].tolist() == fr["returned_indices"] == TRACKER[f"runAn.noiser.frame{t}.indices"].tolist()
         torch.testing.assert_close(init, TRACKER[f"runAn.noiser.frame{t}.noise_init"], rtol=RTOL, atol=ATOL)
