@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..inference.preprocess import resized_shape
+from ..inference.preprocess import resize_frame, resized_shape
 from ..inference.video_io import IMAGE_EXTENSIONS, natural_sort_key
 
 __all__ = ["DatasetError", "YTVISAnnotations", "VideoClipDataset", "Clip", "decode_segmentation",
@@ -210,6 +210,15 @@ def load_frame(path: Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- clips
+def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """(H, W) mask -> bool (h, w), PIL nearest (detectron2's ``apply_segmentation``; OpenCV's nearest samples
+    pixel corners instead of centres and shifts the mask by up to a pixel)."""
+    from PIL import Image
+
+    h, w = size
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.NEAREST)).astype(bool)
+
+
 @dataclass
 class Clip:
     """One training clip.
@@ -334,14 +343,13 @@ class VideoClipDataset:
             if img.shape[:2] != (video.height, video.width):
                 raise DatasetError(f"frame {video.file_names[f]} is {img.shape[1]}x{img.shape[0]} but video {video.id} "
                                    f"is declared {video.width}x{video.height}")
-            if (h, w) != img.shape[:2]:
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-            frames.append(img)
+            # the inference resize (PIL bilinear, as the official pipeline at train and test time): no mismatch
+            frames.append(resize_frame(img, (h, w)))
         frames_np = np.stack(frames)
         if masks.shape[0] and (h, w) != masks.shape[-2:]:
             n, t = masks.shape[:2]
             flat = masks.reshape(n * t, *masks.shape[2:]).astype(np.uint8)
-            masks = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in flat]).astype(bool)
+            masks = np.stack([resize_mask(m, (h, w)) for m in flat])
             masks = masks.reshape(n, t, h, w)
         elif not masks.shape[0]:
             masks = np.zeros((0, len(frames_idx), h, w), bool)

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
-           "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
+__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background",
+           "render_scene", "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
 
 # category id (1-based, YouTube-VIS style) = index + 1
 CATEGORIES: Tuple[str, ...] = ("circle", "square", "triangle")
@@ -109,6 +109,13 @@ PRESETS: Dict[str, SyntheticConfig] = {
     "occlusion": SyntheticConfig(min_objects=5, max_objects=8, radius_range=(0.1, 0.2), speed_range=(1.5, 5.0),
                                  same_colour_prob=0.8, same_kind_prob=0.6, crossing_prob=0.7,
                                  late_start_prob=0.25, early_end_prob=0.2, fly_through_prob=0.1),
+    # look-alike objects: one class per video, (nearly) one colour, similar sizes, paths aimed at each other so
+    # they cross and hide each other, some flying through the frame (leaving it) or appearing late. Only motion
+    # and depth order tell them apart: association is genuinely hard (the denoising study's data)
+    "lookalike": SyntheticConfig(width=160, height=120, num_frames=24, min_objects=3, max_objects=5,
+                                 radius_range=(0.15, 0.19), speed_range=(2.0, 5.0), same_kind_prob=1.0,
+                                 same_colour_prob=0.9, crossing_prob=0.85, late_start_prob=0.25,
+                                 early_end_prob=0.15, fly_through_prob=0.2),
 }
 
 
