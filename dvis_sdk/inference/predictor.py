@@ -1,6 +1,7 @@
 """``VideoSegmenter``: the user-facing predictor (load weights, preprocess, run, post-process)."""
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
@@ -10,23 +11,14 @@ import torch
 
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
+from ..models.optimize import optimize as optimize_model
+from ..runtime import DTYPES, autocast_context, resolve_device
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
 DEFAULT_CHUNK_SIZE = 300
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """"auto" -> cuda if available else cpu; a CUDA request without CUDA is a clear error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available on this machine; "
-                           "use device='cpu' or 'auto'")
-    return dev
+_DTYPES = DTYPES
 
 
 def _tensor_chunks(x: torch.Tensor, window: int, stride: int, max_frames: Optional[int], start: Optional[float],
@@ -61,24 +53,39 @@ class VideoSegmenter:
             up-sampling stay fp32).
         window_size: frames the segmenter runs at once; chunk_size: offline, frames the refiner sees at once.
         mask_buffer_mb: how much mask logit data ``predict`` holds before it encodes masks window by window.
-        optimize: apply :func:`dvis_sdk.perf.optimize_model` (parity-tested fast paths); compile: also
+        optimize: apply :func:`dvis_sdk.models.optimize.optimize` (parity-tested fast paths); compile: also
             ``torch.compile`` the segmenter (opt-in, slow first call per input shape).
+
+    ``model`` itself is never changed: the segmenter runs a copy of it (``seg.model``).
     """
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
                  window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
                  compile: bool = False, optimize: bool = True):
+        # the segmenter works on its own copy: moving, eval mode, fast paths and compilation never touch the
+        # caller's model (the from_* constructors hand over a model nobody else holds, without a copy)
+        self._setup(copy.deepcopy(model), device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
+
+    @classmethod
+    def _owning(cls, model: OnlineDVIS, **kwargs: Any) -> "VideoSegmenter":
+        """A segmenter around ``model`` without copying it: for models built here, that no caller holds."""
+        seg = cls.__new__(cls)
+        seg._setup(model, **kwargs)
+        return seg
+
+    def _setup(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
+               window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
+               compile: bool = False, optimize: bool = True) -> None:
         self.device = resolve_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
         if dtype == "fp16" and self.device.type == "cpu":
-            warnings.warn("fp16 is not supported on CPU; falling back to fp32", stacklevel=2)
+            warnings.warn("fp16 is not supported on CPU; falling back to fp32", stacklevel=3)
             dtype = "fp32"
         self.dtype = dtype
         self.model = model.to(self.device).eval()
+        self.optimize, self.compile = bool(optimize), bool(compile)
         if optimize:
-            from ..perf import optimize_model
-
             # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
             # torch.compile only on request: its first call per input shape compiles for a long time
             optimize_model(self.model, compile=compile)
@@ -101,7 +108,7 @@ class VideoSegmenter:
         model = build_model(cfg)
         if state_dict is not None:
             load_state_dict_strict(model, state_dict)
-        return cls(model, **kwargs)
+        return cls._owning(model, **kwargs)
 
     @classmethod
     def from_official(cls, cfg: Union[str, Path, Mapping, DVISConfig], checkpoint: Union[str, Path, Mapping],
@@ -293,9 +300,7 @@ class VideoSegmenter:
                                   timestamp=info["timestamp"](idx))
 
     def _autocast(self):
-        if self.dtype == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+        return autocast_context(self.device, self.dtype)
 
     def predict_folder(self, src: Any, out_dir: Union[str, Path], **kwargs: Any):
         """Segment every video of a folder / glob / list file into ``out_dir``: one result per video, a merged
