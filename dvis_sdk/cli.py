@@ -60,7 +60,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         if args.score_threshold:
             result = result.filter(args.score_threshold)
-        path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
+        path = result.save(out_dir, video_id=i + 1)
+        if args.save_video:
+            from .visualize import render_video
+
+            render_video(result, src, out_dir / "overlay.mp4")
         if args.save_id_maps:
             from .visualize import save_id_maps
 

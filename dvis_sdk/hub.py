@@ -493,7 +493,7 @@ def _safe_name(name: str) -> str:
 
 def _sdk_version() -> str:
     try:
-        from . import __version__
+        from ._version import __version__
         return __version__
     except ImportError:  # during package import
         return "unknown"

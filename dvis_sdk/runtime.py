@@ -1,12 +1,13 @@
 """Runtime helpers with no model knowledge: device and dtype resolution, autocast queries, host -> device copies,
-atomic file writes. Imports nothing from the package, so any module may use it."""
+atomic file writes and JSON-safe values. Imports nothing from the package, so any module may use it."""
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, TextIO, Union
+from typing import Any, Iterator, TextIO, Union
 
+import numpy as np
 import torch
 
 #: Names accepted for the inference dtype (autocast; scores and mask up-sampling stay fp32).
@@ -87,3 +88,17 @@ def atomic_write_text(path: Union[str, Path], text: str) -> Path:
     with atomic_open(path) as f:
         f.write(text)
     return Path(path)
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` made of JSON types only: tuples -> lists, keys -> str, numpy scalars -> Python numbers, anything
+    else unknown -> ``str(x)``."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)

@@ -166,7 +166,8 @@ def test_predict_video_file_time_range(tmp_path):
     path = write_video(tmp_path / "v.mp4", list(_video(20, 64, 96)), fps=10.0)
     res = seg.predict(path, resize=False, start=0.5, end=1.5, stride=2)   # frames 5, 7, ..., 13
     assert res.num_frames == 5 and res.meta["start"] == 0.5 and res.meta["stride"] == 2
-    res.render(tmp_path / "o.mp4", path)   # the overlay uses the same frames
+    from dvis_sdk.visualize import render_video
+    render_video(res, path, tmp_path / "o.mp4")   # the overlay uses the same frames
     from dvis_sdk.inference.video_io import open_video
     assert open_video(tmp_path / "o.mp4").count_exact() == 5
 

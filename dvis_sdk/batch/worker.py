@@ -158,7 +158,9 @@ def _infer(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optional[Pre
 
 def _write_overlay(result: Any, task: VideoTask, folder: Path) -> None:
     tmp = folder / f".overlay.tmp{Path(OVERLAY_NAME).suffix}"
-    written = Path(result.render(tmp, task.path))
+    from ..visualize import render_video
+
+    written = Path(render_video(result, task.path, tmp))
     os.replace(written, folder / f"overlay{written.suffix}")  # .avi when the mp4 encoder is missing
 
 

@@ -302,13 +302,10 @@ class VideoSegmenter:
     def _autocast(self):
         return autocast_context(self.device, self.dtype)
 
-    def predict_folder(self, src: Any, out_dir: Union[str, Path], **kwargs: Any):
-        """Segment every video of a folder / glob / list file into ``out_dir``: one result per video, a merged
-        YouTube-VIS ``results.json`` and a manifest; resumable and fault-isolated. See
-        :func:`dvis_sdk.batch.predict_folder` (keyword arguments) and ``docs/batch.md``."""
-        from ..batch import predict_folder
-
-        return predict_folder(self, src, out_dir, **kwargs)
+    def predict_folder(self, *args: Any, **kwargs: Any) -> None:
+        """Moved: batch processing lives in :mod:`dvis_sdk.batch` (it uses the predictor, not the reverse)."""
+        raise AttributeError("VideoSegmenter.predict_folder moved to dvis_sdk.predict_folder(seg, src, out_dir, "
+                             "**options) (also dvis_sdk.batch.predict_folder)")
 
 
 def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..models.dvis import OfflineDVIS, OnlineDVIS, WindowOutput
 from ..models.tracker import TrackerState
-from ..results import RLE, decode_rles, encode_masks
+from ..masks import RLE, decode_rles, encode_masks
 from .postprocess import select_topk, upsample_masks
 
 _OOM_TYPES: Tuple[type, ...] = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
