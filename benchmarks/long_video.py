@@ -117,7 +117,7 @@ def child(args: argparse.Namespace) -> None:
             frames += 1
             n_inst = max(n_inst, len(fr.instances))
     else:  # official: decode everything, keep every query's mask logits for the whole video
-        from dvis_sdk.inference.preprocess import resize_frame, resized_shape
+        from dvis_sdk.ops.preprocess import resize_frame, resized_shape
         from dvis_sdk.inference.video_io import open_video
 
         src = open_video(args.video)

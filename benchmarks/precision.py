@@ -82,7 +82,7 @@ def _config_model(args: argparse.Namespace) -> tuple:
 
         model.load_state_dict(convert_official_state_dict(load_official_checkpoint(args.checkpoint), cfg))
     if args.video:
-        from dvis_sdk.inference.preprocess import resize_frame, resized_shape
+        from dvis_sdk.ops.preprocess import resize_frame, resized_shape
         from dvis_sdk.inference.video_io import open_video
 
         src = open_video(args.video, max_frames=args.frames)

@@ -49,7 +49,7 @@ from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS  # noqa: E402
 from dvis_sdk.models.optimize import optimize  # noqa: E402
 from dvis_sdk.runtime import frames_to_device  # noqa: E402
 from dvis_sdk.config import DVISConfig  # noqa: E402
-from dvis_sdk.inference.postprocess import postprocess_vis  # noqa: E402
+from dvis_sdk.ops.postprocess import postprocess_vis  # noqa: E402
 
 STAGES = ("decode", "preprocess", "backbone", "adapter", "pixel_decoder", "decoder", "tracker", "refiner",
           "postprocess")

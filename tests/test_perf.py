@@ -230,7 +230,7 @@ def test_fast_paths_agree_with_reference_end_to_end(name):
 
 
 def fx_result(fx):
-    from dvis_sdk.inference.postprocess import VISOutput
+    from dvis_sdk.ops.postprocess import VISOutput
 
     io = fx.io
     return VISOutput(scores=io["out.result.scores"], labels=io["out.result.labels"], ids=io["out.result.ids"],
@@ -317,7 +317,7 @@ def test_bf16_autocast_measured_error():
 
 
 def test_compare_results_counts_missing_instances():
-    from dvis_sdk.inference.postprocess import VISOutput
+    from dvis_sdk.ops.postprocess import VISOutput
 
     masks = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     masks[0, :, :2] = True

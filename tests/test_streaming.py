@@ -10,7 +10,7 @@ import torch
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.inference.runner import InferenceOOMError, encode_window_masks, is_oom
-from dvis_sdk.inference.postprocess import upsample_masks
+from dvis_sdk.ops.postprocess import upsample_masks
 from dvis_sdk.results import FrameResult, Instance, VideoResult, encode_masks
 
 

@@ -155,7 +155,7 @@ class VideoSegmenter:
                  start: Optional[float], end: Optional[float]) -> Tuple[Iterator[Tuple[int, torch.Tensor]], dict]:
         """Open ``frames`` lazily; return an iterator of (start index, (t, 3, h, w) float32 0..255 frames at model
         size) that decodes and resizes in a background thread, and facts about the source."""
-        from .preprocess import resize_frame, resized_shape
+        from ..ops.preprocess import resize_frame, resized_shape
         from .video_io import open_video, prefetch
 
         if isinstance(frames, torch.Tensor):

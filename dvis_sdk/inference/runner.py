@@ -23,7 +23,7 @@ from torch import Tensor
 from ..models.dvis import OfflineDVIS, OnlineDVIS, WindowOutput
 from ..models.tracker import TrackerState
 from ..masks import RLE, decode_rles, encode_masks
-from .postprocess import select_topk, upsample_masks
+from ..ops.postprocess import select_topk, upsample_masks
 
 _OOM_TYPES: Tuple[type, ...] = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
                                       torch.cuda.OutOfMemoryError, MemoryError})

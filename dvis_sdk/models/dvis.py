@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import DVISConfig
-from ..inference.postprocess import VISOutput, postprocess_vis
+from ..ops.postprocess import VISOutput, postprocess_vis
+from ..ops.preprocess import normalize_and_pad
 from .backbones import build_backbone
 from .decoder import VideoMaskedAttentionDecoder
 from .pixel_decoder import MSDeformAttnPixelDecoder
@@ -114,7 +115,6 @@ class OnlineDVIS(nn.Module):
 
     def preprocess(self, frames: Tensor) -> Tensor:
         """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded to the size divisibility."""
-        from ..inference.preprocess import normalize_and_pad
         return normalize_and_pad(frames.to(self.pixel_mean.device), self.cfg.input.pixel_mean,
                                  self.cfg.input.pixel_std, self.cfg.input.size_divisibility)
 

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..inference.preprocess import resized_shape
+from ..ops.preprocess import resized_shape
 from ..masks import decode_rles, encode_mask, polygons_to_rle
 from ..inference.video_io import IMAGE_EXTENSIONS, natural_sort_key
 
