@@ -31,6 +31,7 @@ if (_ROOT / "dvis_sdk").is_dir():
     sys.path.insert(0, str(_ROOT))
 import dvis_sdk  # noqa: E402
 from dvis_sdk.evaluation.agreement import compare_results  # noqa: E402
+from dvis_sdk.inference.runner import video_inference  # noqa: E402
 from dvis_sdk.layers.impl import REFERENCE_PATHS  # noqa: E402
 from dvis_sdk.models.optimize import optimize  # noqa: E402
 
@@ -99,7 +100,7 @@ def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> A
     ctx = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
            else torch.autocast(device.type, dtype=DTYPES[dtype]))
     with torch.no_grad(), ctx:
-        return model.inference(video.to(device))
+        return video_inference(model, video.to(device))
 
 
 def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> Dict[str, Any]:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from dvis_sdk import VideoSegmenter
+from dvis_sdk.inference.runner import forward_video
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
 from dvis_sdk.training.validation import predict_split
@@ -54,7 +55,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 def _outputs(model, images):
     with torch.no_grad():
-        return model(images)
+        return forward_video(model, images)
 
 
 def test_segmenter_and_predict_leave_the_model_unchanged():

@@ -15,6 +15,7 @@ from torch import nn
 import dvis_sdk
 from conftest import assert_close_ref, load_fixture
 from dvis_sdk.evaluation.agreement import compare_results
+from dvis_sdk.inference.runner import forward_video, video_inference
 from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS
 from dvis_sdk.models.optimize import compile_module, impl_choices, optimize
 from dvis_sdk.convert import convert_official_state_dict, load_official_config
@@ -217,15 +218,15 @@ def test_fast_paths_agree_with_reference_end_to_end(name):
     fx, model, video = _e2e_model(name)
     images = model.preprocess(video)
     with torch.no_grad():
-        ref = optimize(model, **REFERENCE_PATHS)(images)
+        ref = forward_video(optimize(model, **REFERENCE_PATHS), images)
         optimize(model)  # defaults: sdpa, fast deformable attention, channels-last for ResNet
-        fast = model(images)
+        fast = forward_video(model, images)
     for key in ("pred_cls", "pred_masks"):
         torch.testing.assert_close(fast[key], ref[key], rtol=0, atol=5e-5 * ref[key].abs().max().item())
         for label, out in (("reference", ref), ("fast", fast)):  # both paths keep parity with the official code
             assert_close_ref(out[key][0] if key == "pred_masks" else out[key],
                              fx.io["out.postprocess_input." + key], f"{label} {key}")
-    a = compare_results(model.inference(video), fx_result(fx))
+    a = compare_results(video_inference(model, video), fx_result(fx))
     assert a.matched == a.total and a.mean_iou > 0.99 and a.same_top
 
 
@@ -247,7 +248,7 @@ def test_channels_last_toggle_and_state_dict():
     h = model.backbone.stem.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(
         memory_format=torch.channels_last)))
     with torch.no_grad():
-        model(model.preprocess(video[:2]))
+        forward_video(model, model.preprocess(video[:2]))
     h.remove()
     assert seen == [True]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -308,9 +309,9 @@ def test_bf16_autocast_measured_error():
     _, model, video = _e2e_model("11_e2e_online_r50")
     optimize(model)
     with torch.no_grad():
-        ref = model.inference(video)
+        ref = video_inference(model, video)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model.inference(video)
+            out = video_inference(model, video)
     a = compare_results(ref, out)
     assert a.matched == a.total == 10
     assert a.mean_iou > 0.88 and a.max_score_diff < 0.05

@@ -9,7 +9,7 @@ import torch
 
 import dvis_sdk
 from conftest import load_fixture
-from dvis_sdk.inference.runner import InferenceOOMError, encode_window_masks, is_oom
+from dvis_sdk.inference.runner import InferenceOOMError, encode_window_masks, is_oom, video_inference
 from dvis_sdk.ops.postprocess import upsample_masks
 from dvis_sdk.results import FrameResult, Instance, VideoResult, encode_masks
 
@@ -29,7 +29,7 @@ def _key(result):
 
 def _reference(seg, frames):
     """The whole-video path of the model (all mask logits kept until the end, as the official code)."""
-    out = seg.model.inference(torch.from_numpy(frames).permute(0, 3, 1, 2).float())
+    out = video_inference(seg.model, torch.from_numpy(frames).permute(0, 3, 1, 2).float())
     order = torch.argsort(out.scores, descending=True).tolist()
     return [(int(out.ids[k]), int(out.labels[k]), float(out.scores[k]), out.masks[k].numpy()) for k in order]
 

@@ -281,8 +281,7 @@ class VideoSegmenter:
         h, w = info["height"], info["width"]
         for res in self._run(runner, windows, progress, info["num_frames"], info["name"]):
             acc.add(res)
-            pred_cls, _ = acc.mean_logits()
-            scores, labels = torch.softmax(pred_cls, -1)[:, :-1].max(-1)
+            scores, labels = acc.query_scores()
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             reported = [q for q in order if float(scores[q]) >= score_threshold]
             rles = res.encode(reported)

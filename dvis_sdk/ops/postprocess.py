@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VISOutput", "select_topk", "upsample_masks", "postprocess_vis"]
+__all__ = ["VISOutput", "class_scores", "select_topk", "upsample_masks", "postprocess_vis"]
 
 
 @dataclass
@@ -21,15 +21,22 @@ class VISOutput:
     masks: Tensor
 
 
+def class_scores(pred_cls: Tensor, aux_pred_cls: Optional[Tensor] = None) -> Tensor:
+    """(Q, C) class scores of (Q, C+1) time-averaged logits: the softmax without the no-object class; with the
+    offline tracker's ``aux_pred_cls``, the larger of both softmaxes. What ``predict`` ranks and ``stream`` reports."""
+    scores = F.softmax(pred_cls.float(), dim=-1)[:, :-1]
+    if aux_pred_cls is not None:
+        scores = torch.maximum(scores, F.softmax(aux_pred_cls.float(), dim=-1)[:, :-1])
+    return scores
+
+
 def select_topk(pred_cls: Tensor, max_num: int, aux_pred_cls: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-    """Scores over queries x classes and the official top-k.
+    """Scores over queries x classes (:func:`class_scores`) and the official top-k.
 
     pred_cls: (Q, C+1) time-averaged logits; aux_pred_cls (offline): the tracker's, scores = max of both softmaxes.
     Returns (scores (K,), labels (K,), query indices (K,)), in ``topk(sorted=False)`` order.
     """
-    scores = F.softmax(pred_cls.float(), dim=-1)[:, :-1]
-    if aux_pred_cls is not None:
-        scores = torch.maximum(scores, F.softmax(aux_pred_cls.float(), dim=-1)[:, :-1])
+    scores = class_scores(pred_cls, aux_pred_cls)
     num_classes = scores.shape[1]
     k = min(max_num, scores.numel())
     top_scores, top_idx = scores.flatten().topk(k, sorted=False)

@@ -640,7 +640,7 @@ class RefinerTrainer(Trainer):
             images = pad_clips([clip.frames], cfg.input.pixel_mean, cfg.input.pixel_std,
                                cfg.input.size_divisibility).to(self.device)
             with torch.no_grad():
-                windows = list(self.model.iter_windows(images, window_size=images.shape[0]))
+                windows = [self.model.track_clip(images)]
                 inputs = self.model.refiner_inputs(windows)
             out = self.model.refiner(**{k: v.detach() for k, v in inputs.items()}, return_aux=True)
             # one class score per query for the whole clip: use frame 0's (they are identical over time)
