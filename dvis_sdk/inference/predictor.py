@@ -11,11 +11,11 @@ import torch
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
 from ..models.optimize import optimize as optimize_model
+from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPES, autocast_context, resolve_device
 from .handle import VideoHandle
 from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode
 from .video_io import VideoReadError
-from ..results import FrameInstance, FrameResult, Instance, VideoResult
 
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
 DEFAULT_CHUNK_SIZE = 300
