@@ -89,3 +89,19 @@ def test_validation_during_training_leaves_the_model_unchanged(tmp_path):
     assert isinstance(results, list)
     assert_same(before, snapshot(model))
     assert np.isfinite([r["score"] for r in results]).all()
+
+
+def test_a_compiled_model_is_copied_without_its_compile_wrappers():
+    """compile_module wrappers live in a module's __dict__ and call THAT module: a copy must not keep them."""
+    from dvis_sdk.models.optimize import compile_module
+
+    def failing_backend(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    model = build_model(micro_config())
+    compile_module(model.decoder, backend=failing_backend)
+    before = snapshot(model)
+    seg = VideoSegmenter(model, optimize=False)
+    assert "forward" in model.decoder.__dict__ and "forward" not in seg.model.decoder.__dict__
+    seg.predict(torch.rand(2, 3, 32, 64) * 255)
+    assert_same(before, snapshot(model))

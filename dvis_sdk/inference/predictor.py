@@ -1,7 +1,6 @@
 """``VideoSegmenter``: the user-facing predictor (load weights, preprocess, run, post-process)."""
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
@@ -10,6 +9,7 @@ import torch
 
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
+from ..models.optimize import copy_model
 from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPES, autocast_context, resolve_device
@@ -48,7 +48,7 @@ class VideoSegmenter:
                  compile: bool = False, optimize: bool = True):
         # the segmenter works on its own copy: moving, eval mode, fast paths and compilation never touch the
         # caller's model (the from_* constructors hand over a model nobody else holds, without a copy)
-        self._setup(copy.deepcopy(model), device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
+        self._setup(copy_model(model), device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
 
     @classmethod
     def _owning(cls, model: OnlineDVIS, **kwargs: Any) -> "VideoSegmenter":

@@ -6,6 +6,7 @@ returns the model; :class:`dvis_sdk.VideoSegmenter` applies it to its own copy, 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 from typing import Any, Callable, Optional, Sequence
@@ -16,7 +17,7 @@ from torch import nn
 from ..layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS, ImplChoices, check_choice
 from .backbones.resnet import ResNet
 
-__all__ = ["optimize", "compile_module", "FAST_PATHS", "REFERENCE_PATHS", "DEFORM_ATTN_IMPLS", "impl_choices"]
+__all__ = ["optimize", "compile_module", "copy_model", "FAST_PATHS", "REFERENCE_PATHS", "DEFORM_ATTN_IMPLS", "impl_choices"]
 
 # where optimize keeps the channels-last input hook of the module it converted (so a second call can undo it)
 _CHANNELS_LAST_HOOK = "_dvis_channels_last_hook"
@@ -53,6 +54,18 @@ def compile_module(module: nn.Module, method: str = "forward", **compile_kwargs:
     run._dvis_compile_state = state  # type: ignore[attr-defined]
     setattr(module, method, run)
     return module
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` for a caller that must not touch the original. :func:`compile_module` wrappers
+    are dropped from the copy (they would still run the ORIGINAL module's method): the copy runs eager until it
+    is optimized with ``compile=True`` itself."""
+    copied = copy.deepcopy(model)
+    for m in copied.modules():
+        for name, value in list(vars(m).items()):
+            if getattr(value, "_dvis_compiled", False):
+                del m.__dict__[name]
+    return copied
 
 
 def _to_channels_last(x: torch.Tensor) -> torch.Tensor:
