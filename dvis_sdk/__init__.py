@@ -8,7 +8,8 @@ from ._version import __version__
 from .config import DVISConfig
 from .inference.predictor import VideoSegmenter
 from .models.dvis import OfflineDVIS, OnlineDVIS, build_model
+from .batch import predict_folder
 from .results import Instance, VideoResult
 
 __all__ = ["DVISConfig", "VideoSegmenter", "OnlineDVIS", "OfflineDVIS", "build_model", "Instance", "VideoResult",
-           "__version__"]
+           "predict_folder", "__version__"]

@@ -8,17 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 class UserError(Exception):
     """An error caused by the user's input; printed as one line."""
 
 
-def _load_segmenter(args: argparse.Namespace):
+def _load_segmenter(args: argparse.Namespace, **settings: Any):
     from .inference.predictor import VideoSegmenter
 
-    kwargs = dict(device=args.device, dtype=args.dtype)
+    kwargs = dict(device=args.device, dtype=args.dtype, **settings)
     if args.config or args.checkpoint:
         if not (args.config and args.checkpoint):
             raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
@@ -60,7 +60,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         if args.score_threshold:
             result = result.filter(args.score_threshold)
-        path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
+        path = result.save(out_dir, video_id=i + 1)
+        if args.save_video:
+            from .visualize import render_video
+
+            render_video(result, src, out_dir / "overlay.mp4")
         if args.save_id_maps:
             from .visualize import save_id_maps
 
@@ -95,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from .batch import predict_folder
-    from .inference.predictor import resolve_device
+    from .runtime import resolve_device
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
@@ -109,11 +113,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     several = args.workers > 1 or args.devices or args.ray is not None
     # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU
     args.device = "cpu" if several else device
-    seg = _load_segmenter(args)
-    if args.window_size:
-        seg.window_size = args.window_size
-    if args.chunk_size:
-        seg.chunk_size = args.chunk_size
+    seg = _load_segmenter(args, window_size=args.window_size or None, chunk_size=args.chunk_size or None)
     devices = args.devices or ([device] * args.workers if several else None)
     summary = predict_folder(seg, args.src, args.out_dir, pattern=args.pattern or "*.mp4", recursive=args.recursive,
                              save_video=args.save_video, overwrite=args.overwrite, devices=devices,

@@ -10,6 +10,7 @@ import torch
 import dvis_sdk
 from dvis_sdk import weights as hub
 from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.inference.runner import forward_video
 from dvis_sdk.weights import download as wdownload
 from test_weights import FX, make_fake_hub
 from conftest import load_fixture
@@ -45,7 +46,7 @@ def test_save_load_pretrained_round_trip(tiny_model, tmp_path):
     model2.load_state_dict(sd, strict=True)
     x = _tiny_input()
     with torch.no_grad():
-        a, b = tiny_model(x), model2(x)
+        a, b = forward_video(tiny_model, x), forward_video(model2, x)
     for k in ("pred_logits", "pred_masks", "pred_cls"):
         assert torch.equal(a[k], b[k]), k
     # resolve_weights takes the folder (or its model.safetensors)

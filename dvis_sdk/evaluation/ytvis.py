@@ -25,6 +25,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ..masks import polygons_to_rle, to_compressed
 from .rle import rle_string_totals
 
 __all__ = ["evaluate_ytvis", "format_table", "EvaluationInputError", "STAT_KEYS", "AREA_RANGES", "MAX_DETS"]
@@ -128,8 +129,6 @@ class _RLEChecker:
         return self._convert_other(seg, video, f"{where}, frame {t}", where, t)
 
     def _convert_other(self, seg: Any, video: _Video, label: str, where: str, t: int) -> Optional[dict]:
-        from pycocotools import mask as mask_util
-
         h, w = video.height, video.width
         if isinstance(seg, Mapping):
             size, counts = seg.get("size"), seg.get("counts")
@@ -152,7 +151,7 @@ class _RLEChecker:
                 if sum(counts) != h * w:
                     raise EvaluationInputError(f"{label}: malformed RLE: counts cover {sum(counts)} pixels, "
                                                f"expected {h}x{w}={h * w}")
-                return mask_util.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
+                return to_compressed({"size": [h, w], "counts": [int(c) for c in counts]})
             raise EvaluationInputError(f"{label}: malformed RLE: counts is {type(counts).__name__}, expected a "
                                        "string (compressed) or a list of integers")
         if isinstance(seg, list):  # polygons (annotation files may use them)
@@ -160,7 +159,7 @@ class _RLEChecker:
             if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                        and all(isinstance(c, (int, float)) for c in p) for p in polys):
                 raise EvaluationInputError(f"{label}: malformed polygon (lists of x, y coordinates, >= 3 points)")
-            return mask_util.merge(mask_util.frPyObjects(polys, h, w))
+            return polygons_to_rle(polys, h, w)
         raise EvaluationInputError(f"{label}: segmentation is {type(seg).__name__}; expected an RLE dict, a "
                                    "polygon list or null")
 

@@ -24,8 +24,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background",
-           "render_scene", "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
+from ..masks import encode_mask
+
+__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
+           "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
 
 # category id (1-based, YouTube-VIS style) = index + 1
 CATEGORIES: Tuple[str, ...] = ("circle", "square", "triangle")
@@ -263,14 +265,6 @@ def render_video(seed: Union[int, Sequence[int]], cfg: Optional[SyntheticConfig]
     return frames, masks, shapes
 
 
-def _encode_rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_util
-
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def masks_to_ytvis_annotations(masks: np.ndarray, category_ids: Sequence[int], video_id: int, first_ann_id: int
                                ) -> List[dict]:
     """(T, N, H, W) bool masks -> YouTube-VIS annotation dicts (RLE per frame, ``None`` where empty).
@@ -289,7 +283,7 @@ def masks_to_ytvis_annotations(masks: np.ndarray, category_ids: Sequence[int], v
                 areas.append(None)
                 continue
             ys, xs = np.nonzero(m)
-            segs.append(_encode_rle(m))
+            segs.append(encode_mask(m, text=True))
             boxes.append([float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                           float(ys.max() - ys.min() + 1)])
             areas.append(float(m.sum()))

@@ -130,7 +130,7 @@ class RefinerTrainer(Trainer):
             images = pad_clips([clip.frames], cfg.input.pixel_mean, cfg.input.pixel_std,
                                cfg.input.size_divisibility).to(self.device)
             with torch.no_grad():
-                windows = list(self.model.iter_windows(images, window_size=images.shape[0]))
+                windows = [self.model.track_clip(images)]
                 inputs = self.model.refiner_inputs(windows)
                 trk_logits = torch.cat([w.tracker["pred_logits"] for w in windows], 1)
                 trk_masks = torch.cat([w.tracker["pred_masks"] for w in windows], 2)
