@@ -7,7 +7,7 @@
 
 (``speed.py --backend onnxruntime`` runs this script.) The model is exported once to ``--export-dir`` (a temporary
 folder by default; an existing export there is reused). Both backends run the raw model loop (preprocess ->
-segmenter -> tracker [-> refiner]) over the whole video, windows of ``--window`` frames, with the same number of CPU
+segmenter -> tracker [-> refiner], ``dvis_sdk.inference.runner.forward_video``: the same window loop) over the whole video, windows of ``--window`` frames, with the same number of CPU
 threads; the best of ``--repeat`` passes is kept. Post-processing is the same Python code for both and is not
 timed. Also reports the largest difference of the time-averaged class logits (``pred_cls``) and the export sizes.
 Writes JSON to ``--json`` (default ``benchmarks/results/onnx_speed_<config>_<resolution>.json``).
@@ -34,7 +34,8 @@ if (_HERE.parent / "dvis_sdk").is_dir():
 
 import dvis_sdk  # noqa: E402
 from dvis_sdk.export import OnnxDVIS, export_onnx  # noqa: E402
-from dvis_sdk.perf import optimize_model  # noqa: E402
+from dvis_sdk.inference.runner import forward_video  # noqa: E402
+from dvis_sdk.models.optimize import optimize  # noqa: E402
 from speed import load_config, parse_resolution  # noqa: E402
 
 
@@ -50,7 +51,8 @@ def _best(fn, repeat: int) -> float:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="onnxruntime", help=argparse.SUPPRESS)
-    p.add_argument("--config", default="tiny", help="tiny | tiny-dvis | official yaml (suffix) | config.json")
+    p.add_argument("--config", default="tiny",
+                   help="tiny | tiny-dvis | a manifest model (its weights) | official yaml (suffix) | config.json")
     p.add_argument("--mode", choices=("online", "offline"), default=None)
     p.add_argument("--resolution", default=None, help="360p | 480p | HxW (default: 360p; 64x96 for tiny presets)")
     p.add_argument("--frames", type=int, default=6)
@@ -64,10 +66,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.mode)
-    tiny = args.config.startswith("tiny")
+    from dvis_sdk.weights.manifest import is_model_name
+
+    if is_model_name(args.config):  # a manifest model: its trained weights
+        model = dvis_sdk.VideoSegmenter.from_pretrained(args.config, mode=args.mode, optimize=False).model
+        cfg = model.cfg
+    else:
+        cfg = load_config(args.config, args.mode)
+        model = dvis_sdk.build_model(cfg)
+    tiny = args.config.startswith(("tiny", "dvis-tiny"))
     h, w = parse_resolution(args.resolution) if args.resolution else ((64, 96) if tiny else (360, 640))
-    model = dvis_sdk.build_model(cfg)
     window = args.window or cfg.test.window_size
 
     export_dir = Path(args.export_dir or tempfile.mkdtemp(prefix="dvis_onnx_"))
@@ -80,19 +88,19 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ort_model = OnnxDVIS(export_dir, threads=args.threads)
 
     frames = torch.from_numpy(np.random.default_rng(args.seed).integers(0, 256, (args.frames, 3, h, w), np.uint8))
-    optimize_model(model)  # the PyTorch backend's defaults (VideoSegmenter(optimize=True))
+    optimize(model)  # the PyTorch backend's defaults (VideoSegmenter(optimize=True))
     out: Dict[str, Any] = {}
 
     def run_torch() -> None:
         with torch.no_grad():
-            out["torch"] = model(model.preprocess(frames.float()), window)
+            out["torch"] = forward_video(model, model.preprocess(frames.float()), window)
 
-    def run_ort() -> None:
-        out["ort"] = ort_model.forward(ort_model.preprocess(frames.numpy()), window)
+    def run_ort() -> None:  # the same runner (window loop) drives the ONNX Runtime steps
+        out["ort"] = forward_video(ort_model, ort_model.preprocess(frames), window)
 
     run_torch(), run_ort()  # warm-up (first-call allocations, ORT graph preparation)
     t_torch, t_ort = _best(run_torch, args.repeat), _best(run_ort, args.repeat)
-    diff = float(np.abs(out["ort"]["pred_cls"] - out["torch"]["pred_cls"].numpy()).max())
+    diff = float((out["ort"]["pred_cls"] - out["torch"]["pred_cls"]).abs().max())
     result = {
         "config": args.config, "mode": cfg.mode, "variant": cfg.variant, "resolution": [h, w], "frames": args.frames,
         "window": window, "threads": args.threads, "repeat": args.repeat,

@@ -1,8 +1,10 @@
-"""Deployment without PyTorch: ONNX export (:func:`export_onnx`) and the ONNX Runtime model (:class:`OnnxDVIS`).
+"""Deployment without PyTorch weights: ONNX export (:func:`export_onnx`) and the ONNX Runtime backend
+(:class:`OnnxDVIS`, run by ``VideoSegmenter.from_pretrained(EXPORT_DIR)``).
 
 Needs the optional extra: ``pip install 'dvis_sdk[onnx]'``. See ``docs/deployment.md``.
 """
 from .onnx_export import export_onnx, is_onnx_export, require_onnx
-from .ort_model import OnnxDVIS, OnnxTrackerState
+from .ort_model import OnnxDVIS, OnnxOfflineDVIS, OnnxTrackerState, available_providers
 
-__all__ = ["export_onnx", "is_onnx_export", "require_onnx", "OnnxDVIS", "OnnxTrackerState"]
+__all__ = ["export_onnx", "is_onnx_export", "require_onnx", "OnnxDVIS", "OnnxOfflineDVIS", "OnnxTrackerState",
+           "available_providers"]

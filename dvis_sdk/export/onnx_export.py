@@ -1,7 +1,6 @@
 """``export_onnx``: a DVIS model -> a folder of ONNX graphs + ``config.json`` describing how to drive them."""
 from __future__ import annotations
 
-import copy
 import json
 import time
 import warnings
@@ -10,7 +9,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from ..models.dvis import OnlineDVIS
+from ..config import DVISConfig
+from ..models.dvis import OnlineDVIS, build_model
 from .graphs import example_inputs, graph_specs
 
 FORMAT = "dvis-onnx"
@@ -44,26 +44,45 @@ def require_onnx() -> None:
 
 
 def _resolve_model(model: Any, config: Any = None, checkpoint: Any = None, mode: Optional[str] = None) -> OnlineDVIS:
-    """A DVIS module from a VideoSegmenter, a module, a manifest name / saved folder, or official yaml + checkpoint."""
+    """A DVIS module from a VideoSegmenter, a module, a manifest name / saved folder, or official yaml + checkpoint.
+    (Built here from the weight loaders, not through ``VideoSegmenter``: the predictor imports this package.)"""
     if isinstance(model, OnlineDVIS):
         return model
-    if hasattr(model, "model") and isinstance(model.model, OnlineDVIS):  # a VideoSegmenter
+    if isinstance(getattr(model, "model", None), OnlineDVIS):  # a VideoSegmenter
         return model.model
-    from ..inference.predictor import VideoSegmenter
-
     if config is not None or checkpoint is not None:
         if config is None or checkpoint is None:
             raise ValueError("config and checkpoint go together (official yaml + official checkpoint)")
-        return VideoSegmenter.from_official(config, checkpoint, mode=mode, optimize=False).model
-    return VideoSegmenter.from_pretrained(model, mode=mode, optimize=False).model
+        from ..official import convert_official_state_dict, load_official_checkpoint, load_official_config
+
+        cfg = load_official_config(config, mode=mode)
+        sd = convert_official_state_dict(load_official_checkpoint(checkpoint), cfg)
+    else:
+        from ..weights.manifest import default_model_name
+        from ..weights.resolve import resolve_weights
+
+        if is_onnx_export(str(model)):
+            raise ValueError(f"{model} is already an ONNX export; export the PyTorch model it came from")
+        resolved = resolve_weights(model or default_model_name())
+        cfg, sd = resolved.config, resolved.state_dict
+        if mode is not None and mode != cfg.mode:
+            d = cfg.to_dict()
+            d.update(mode=mode, **({"refiner": None} if mode == "online" else {}))
+            cfg = DVISConfig.from_dict(d)
+            if mode == "online":
+                sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
+    built = build_model(cfg)
+    built.load_state_dict(sd, strict=True)
+    return built
 
 
 def _export_model(model: OnlineDVIS) -> OnlineDVIS:
     """A CPU fp32 eval copy of ``model`` on the export-friendly implementations (the caller's model is untouched)."""
-    from ..perf import optimize_model
+    from ..models.optimize import copy_model, optimize
 
-    m = copy.deepcopy(model).float().cpu().eval()
-    return optimize_model(m, channels_last=False, **EXPORT_PATHS)
+    # optimize() sets the per-module choices in place: only ever on this private copy
+    m = copy_model(model).float().cpu().eval()
+    return optimize(m, channels_last=False, compile=False, **EXPORT_PATHS)
 
 
 def _dynamic_shapes(spec: dict, multiple: int) -> Dict[str, Any]:

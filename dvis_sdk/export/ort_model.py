@@ -1,23 +1,26 @@
 """``OnnxDVIS``: a DVIS model exported by :func:`~dvis_sdk.export.export_onnx`, run with ONNX Runtime.
 
-It implements the model's steps over ONNX Runtime sessions with numpy / scipy glue: :meth:`OnnxDVIS.segment`
-(one window), :meth:`OnnxDVIS.track` (the tracker's frame loop: Hungarian matching in scipy between graph calls,
-explicit :class:`OnnxTrackerState`), :meth:`OnnxDVIS.refine` (offline), and :meth:`OnnxDVIS.forward`, the whole
-window loop returning the same raw outputs as ``OnlineDVIS.forward`` / ``OfflineDVIS.forward`` (as numpy arrays).
-Nothing here needs PyTorch weights; only numpy, scipy and onnxruntime are used at run time.
+It implements the step protocol of :mod:`dvis_sdk.inference.runner` over ONNX Runtime sessions, so
+``VideoSegmenter`` runs it through the same window loop, post-processing, streaming and batch code as a PyTorch
+model: :meth:`OnnxDVIS.preprocess`, :meth:`OnnxDVIS.segment` (one window), :meth:`OnnxDVIS.track` (the tracker's
+frame loop: Hungarian matching in scipy between graph calls, explicit :class:`OnnxTrackerState`) and, for offline
+exports, :meth:`OnnxOfflineDVIS.refine`. The steps accept numpy arrays or CPU tensors and return CPU tensors
+(zero-copy views of ONNX Runtime's outputs); the graph work is ONNX Runtime's, no PyTorch weights are read.
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
+from torch import Tensor
 
 from ..config import DVISConfig
+from ..ops.preprocess import normalize_and_pad
 
 Arrays = Dict[str, np.ndarray]
 
@@ -45,28 +48,56 @@ def cosine_cost(ref: np.ndarray, cur: np.ndarray) -> np.ndarray:
     return np.nan_to_num(cost, nan=0.0).astype(np.float64)
 
 
-def _as_numpy(x) -> np.ndarray:
+def _as_numpy(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
-    if hasattr(x, "detach"):  # a torch tensor, accepted for convenience
+    if isinstance(x, Tensor):
         return x.detach().cpu().float().numpy()
     return np.asarray(x)
 
 
+def _as_tensor(x: np.ndarray) -> Tensor:
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
+def _is_offline_export(path: Union[str, Path]) -> bool:
+    try:
+        return "refiner" in json.loads((Path(path) / "config.json").read_text()).get("graphs", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def available_providers() -> List[str]:
+    """The execution providers this ONNX Runtime build offers (e.g. CPU, CUDA, TensorRT)."""
+    from .onnx_export import require_onnx
+
+    require_onnx()
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
 class OnnxDVIS:
-    """Run an exported DVIS folder with ONNX Runtime.
+    """Run an exported DVIS folder with ONNX Runtime (an offline export gives an :class:`OnnxOfflineDVIS`).
 
     Args:
         path: the folder written by ``export_onnx`` / ``dvis export``.
-        providers: ONNX Runtime execution providers (default: CPU; e.g. ``["CUDAExecutionProvider",
-            "CPUExecutionProvider"]``).
+        providers: ONNX Runtime execution providers, in order of preference (default: CPU; e.g.
+            ``["CUDAExecutionProvider", "CPUExecutionProvider"]``); one this build lacks is a one-line error.
         threads: intra-op threads per session (None: ONNX Runtime's default).
+        mode: ``"online"`` runs an offline export without its refiner (as ``from_pretrained(mode="online")``).
     """
 
     backend = "onnxruntime"
 
+    def __new__(cls, path: Union[str, Path], *args: Any, **kwargs: Any) -> "OnnxDVIS":
+        mode = kwargs.get("mode", args[2] if len(args) > 2 else None)
+        if cls is OnnxDVIS and mode != "online" and _is_offline_export(path):
+            cls = OnnxOfflineDVIS
+        return super().__new__(cls)
+
     def __init__(self, path: Union[str, Path], providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, mode: Optional[str] = None):
         from .onnx_export import FORMAT, require_onnx
 
         require_onnx()
@@ -81,53 +112,76 @@ class OnnxDVIS:
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{self.path} is not a DVIS ONNX export (config.json has no \"format\": \"{FORMAT}\"); "
                              "export one with `dvis export MODEL --format onnx --out DIR`")
-        self.cfg = DVISConfig.from_dict(self.meta["model_config"])
+        if mode not in (None, "online", "offline"):
+            raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        if mode == "offline" and "refiner" not in self.meta["graphs"]:
+            raise ValueError(f"{self.path} holds an online model: it cannot run offline (export an offline model)")
+        cfg = dict(self.meta["model_config"])
+        if mode == "online" and cfg.get("mode") != "online":
+            cfg.update(mode="online", refiner=None)
+        self.cfg = DVISConfig.from_dict(cfg)
         self.plus = self.meta["variant"] == "dvis++"
-        self.offline = "refiner" in self.meta["graphs"]
         self._inverse = bool(self.meta["tracker"]["inverse_matching"])
         self._permute_first = bool(self.meta["tracker"]["permute_first_reference"])
+        have = ort.get_available_providers()
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        missing = [p for p in self.providers if p not in have]
+        if missing:
+            raise ValueError(f"execution provider(s) {missing} not available in this onnxruntime build (it has "
+                             f"{have}); install onnxruntime-gpu for CUDA / TensorRT")
+        self.threads = threads
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
-        self.providers = list(providers or ["CPUExecutionProvider"])
-        self.sessions = {name: ort.InferenceSession(str(self.path / g["file"]), opts, providers=self.providers)
-                         for name, g in self.meta["graphs"].items()}
+        names = [n for n in self.meta["graphs"] if self.offline or n not in ("refiner", "frame_forward")]
+        self.sessions = {name: ort.InferenceSession(str(self.path / self.meta["graphs"][name]["file"]), opts,
+                                                    providers=self.providers) for name in names}
+
+    @property
+    def offline(self) -> bool:
+        return isinstance(self, OnnxOfflineDVIS)
 
     @property
     def num_classes(self) -> int:
         return self.cfg.segmenter.num_classes
 
-    def _run(self, name: str, **inputs: np.ndarray) -> Arrays:
+    def digest(self) -> str:
+        """sha256 of the graph files and config.json (what decides the results; batch fingerprints use it)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name in ["config.json"] + sorted(g["file"] for g in self.meta["graphs"].values()):
+            h.update(name.encode() + b"|" + (self.path / name).read_bytes())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, providers={self.providers})"
+
+    def _run(self, name: str, **inputs: Any) -> Dict[str, np.ndarray]:
         g = self.meta["graphs"][name]
-        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32) for k in g["inputs"]}
+        feed = {k: np.ascontiguousarray(_as_numpy(inputs[k]), dtype=np.float32) for k in g["inputs"]}
         return dict(zip(g["outputs"], self.sessions[name].run(None, feed)))
 
-    # --- steps ------------------------------------------------------------------------------------------------
-    def preprocess(self, frames) -> np.ndarray:
-        """(T, 3, H, W) RGB 0..255 -> (x - mean) / std, zero-padded bottom/right to the graph's size multiple."""
-        x = _as_numpy(frames).astype(np.float32)
-        mean = np.asarray(self.meta["input"]["pixel_mean"], np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(self.meta["input"]["pixel_std"], np.float32).reshape(1, 3, 1, 1)
-        x = (x - mean) / std
-        d = int(self.meta["input"]["size_divisibility"])
-        h, w = x.shape[-2:]
-        hp, wp = int(math.ceil(h / d) * d), int(math.ceil(w / d) * d)
-        if (hp, wp) != (h, w):
-            x = np.pad(x, ((0, 0), (0, 0), (0, hp - h), (0, wp - w)))
-        return x
+    # --- steps (the runner's protocol) ----------------------------------------------------------------------------
+    def preprocess(self, frames: Any) -> Tensor:
+        """(T, 3, H, W) RGB 0..255 -> (x - mean) / std, zero-padded bottom/right to the graph's size multiple
+        (the PyTorch model's own preprocessing)."""
+        x = frames if isinstance(frames, Tensor) else torch.from_numpy(np.asarray(frames))
+        inp = self.meta["input"]
+        return normalize_and_pad(x.cpu(), inp["pixel_mean"], inp["pixel_std"], int(inp["size_divisibility"]))
 
-    def segment(self, images) -> Arrays:
+    def segment(self, images: Any) -> Dict[str, Tensor]:
         """(t, 3, Hp, Wp) normalised padded frames -> ``pred_logits``, ``pred_masks``, ``pred_embds``,
         ``pred_embds_without_norm`` and ``mask_features`` (layouts as ``OnlineDVIS.segment``)."""
-        images = _as_numpy(images)
         fixed = self.meta["graphs"]["segmenter"].get("fixed_size")
         if fixed and list(images.shape[-2:]) != list(fixed):
             raise ValueError(f"this export only runs at {fixed[0]}x{fixed[1]} (padded) frames, got "
                              f"{images.shape[-2]}x{images.shape[-1]}: export again with --size "
                              f"{images.shape[-2]}x{images.shape[-1]}")
-        return self._run("segmenter", images=images)
+        return {k: _as_tensor(v) for k, v in self._run("segmenter", images=images).items()}
 
-    def track(self, seg: Arrays, state: Optional[OnnxTrackerState]) -> Tuple[Arrays, OnnxTrackerState, np.ndarray]:
+    def track(self, seg: Dict[str, Any], state: Optional[OnnxTrackerState]
+              ) -> Tuple[Dict[str, Tensor], OnnxTrackerState, Tensor]:
         """The tracker on one window (as ``OnlineDVIS.track``): returns (``pred_logits`` (1, t, Q, K+1),
         ``pred_masks`` (1, Q, t, h, w), ``pred_embds`` (1, C, t, Q)), the new state and the (t, Q) indices."""
         embeds = np.transpose(_as_numpy(seg["pred_embds"]), (2, 3, 0, 1))  # (t, Q, 1, C)
@@ -160,54 +214,29 @@ class OnnxDVIS:
             outputs.append(prev)
             if self.plus:
                 references.append(out["reference"])
-        heads_in = {"outputs": np.stack(outputs, 0), "mask_features": _as_numpy(seg["mask_features"])}
+        heads_in = {"outputs": np.stack(outputs, 0), "mask_features": seg["mask_features"]}
         if self.plus:
             heads_in["references"] = np.stack(references, 0)
-        result = self._run("tracker_heads", **heads_in)
+        result = {k: _as_tensor(v) for k, v in self._run("tracker_heads", **heads_in).items()}
         new_state = OnnxTrackerState(last_output=prev, last_frame_embeds=last_frame_embeds,
                                      num_frames=n_frame + (0 if state is None else state.num_frames))
-        return result, new_state, np.stack(applied, 0)
+        return result, new_state, torch.from_numpy(np.stack(applied, 0))
 
-    def refiner_inputs(self, segs: List[Arrays], tracks: List[Arrays]) -> Arrays:
-        """What the refiner receives, gathered over windows (as ``OfflineDVIS.refiner_inputs``)."""
-        if not self.offline:
-            raise ValueError(f"{self.path} holds an online model: it has no refiner")
-        instance = np.concatenate([_as_numpy(t["pred_embds"]) for t in tracks], 2)
-        mask_features = np.concatenate([_as_numpy(s["mask_features"]) for s in segs], 0)
-        if self.plus:
-            frame = np.concatenate([_as_numpy(s["pred_embds_without_norm"]) for s in segs], 2)
-        else:
-            frame = self._run("frame_forward", frame_embeds=np.concatenate([_as_numpy(s["pred_embds"]) for s in segs],
-                                                                           2))["frame_embeds_out"]
+
+class OnnxOfflineDVIS(OnnxDVIS):
+    """An offline export: :class:`OnnxDVIS` + the temporal refiner (:meth:`refine`, the runner's offline step)."""
+
+    def refiner_inputs(self, windows: Sequence[Any]) -> Dict[str, np.ndarray]:
+        """What the refiner graph receives, gathered over tracked windows (``WindowOutput`` s; as
+        ``OfflineDVIS.refiner_inputs``, ``mask_features`` without the batch axis)."""
+        instance = np.concatenate([_as_numpy(w.tracker["pred_embds"]) for w in windows], 2)
+        mask_features = np.concatenate([_as_numpy(w.segmenter["mask_features"]) for w in windows], 0)
+        embeds = np.concatenate([_as_numpy(w.segmenter["pred_embds_without_norm" if self.plus else "pred_embds"])
+                                 for w in windows], 2)
+        frame = embeds if self.plus else self._run("frame_forward", frame_embeds=embeds)["frame_embeds_out"]
         return {"instance_embeds": instance, "frame_embeds": frame, "mask_features": mask_features}
 
-    def refine(self, instance_embeds, frame_embeds, mask_features) -> Arrays:
-        """Offline refiner over a clip: (1, C, T, Q), (1, C, T, Q), (T, M, h, w) -> ``pred_logits`` (1, T, Q, K+1),
+    def refine(self, windows: List[Any]) -> Dict[str, Tensor]:
+        """The refiner over consecutive tracked windows of one video: ``pred_logits`` (1, T, Q, K+1),
         ``pred_masks`` (1, Q, T, h, w), ``pred_embds`` (1, C, T, Q)."""
-        return self._run("refiner", instance_embeds=_as_numpy(instance_embeds), frame_embeds=_as_numpy(frame_embeds),
-                         mask_features=_as_numpy(mask_features))
-
-    # --- whole video --------------------------------------------------------------------------------------------
-    def forward(self, images, window_size: Optional[int] = None, use_refiner: bool = True) -> Arrays:
-        """Raw outputs of the whole (t, 3, Hp, Wp) video, as ``OnlineDVIS.forward`` / ``OfflineDVIS.forward``."""
-        images = _as_numpy(images)
-        window_size = window_size or self.cfg.test.window_size
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
-        state = None
-        segs, tracks = [], []
-        for s in range(0, images.shape[0], window_size):
-            seg = self.segment(images[s:s + window_size])
-            trk, state, _ = self.track(seg, state)
-            segs.append(seg)
-            tracks.append(trk)
-        online_logits = np.concatenate([t["pred_logits"] for t in tracks], 1)
-        if not (self.offline and use_refiner):
-            return {"pred_logits": online_logits, "pred_masks": np.concatenate([t["pred_masks"] for t in tracks], 2),
-                    "pred_cls": online_logits[0].mean(0)}
-        refined = self.refine(**self.refiner_inputs(segs, tracks))
-        return {"pred_logits": refined["pred_logits"], "pred_masks": refined["pred_masks"],
-                "pred_embds": refined["pred_embds"], "online_pred_logits": online_logits,
-                "pred_cls": refined["pred_logits"][0].mean(0), "aux_pred_cls": online_logits[0].mean(0)}
-
-    __call__ = forward
+        return {k: _as_tensor(v) for k, v in self._run("refiner", **self.refiner_inputs(windows)).items()}
