@@ -50,6 +50,8 @@ def _resolve_model(model: Any, config: Any = None, checkpoint: Any = None, mode:
         return model
     if isinstance(getattr(model, "model", None), OnlineDVIS):  # a VideoSegmenter
         return model.model
+    if getattr(model, "backend", "pytorch") != "pytorch":
+        raise ValueError(f"this model already runs on {model.backend} (an export); export the PyTorch model")
     if config is not None or checkpoint is not None:
         if config is None or checkpoint is None:
             raise ValueError("config and checkpoint go together (official yaml + official checkpoint)")
@@ -217,7 +219,7 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
                   "multiple of size_divisibility, (T, 3, H, W)"},
         "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, **EXPORT_PATHS},
         "model_config": cfg.to_dict(),
-        "drive": "see docs/deployment.md (dvis_sdk.export.OnnxDVIS implements the loop)",
+        "drive": "see docs/deployment.md (dvis_sdk.export.OnnxDVIS implements the steps, VideoSegmenter runs them)",
     }
     (out / "config.json").write_text(json.dumps(meta, indent=2))
     return out
