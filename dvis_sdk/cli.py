@@ -6,6 +6,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -345,5 +346,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise
 
 
+def entry() -> None:
+    """The ``dvis`` console script: :func:`main`, then exit with its code. After an interrupt (130) every finished
+    result is already on disk (atomic writes), so the process ends without interpreter finalisation: a native
+    decoder thread still winding down there can otherwise abort the process (SIGABRT) instead of exiting 130."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
