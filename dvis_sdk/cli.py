@@ -168,7 +168,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .training.finetune import finetune
+    from .training.finetuning import finetune
 
     if args.iters is not None and args.iters < 1:
         raise UserError(f"--iters must be >= 1, got {args.iters}")

@@ -85,7 +85,20 @@ def resume(trainer: "Trainer", path: Optional[PathLike] = None) -> int:
         trainer.draws_generator.set_state(state["draws"])
     trainer._load_extra_state(state.get("extra", {}))
     trainer.iter = int(state["iter"])
+    _truncate_log(trainer.out_dir / "metrics.jsonl", trainer.iter)
     return trainer.iter
+
+
+def _truncate_log(path: Path, last_iter: int) -> None:
+    """Drop the log records of iterations after the checkpoint (a killed run logged them; they are redone)."""
+    import json
+
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [x for x in lines if x.strip() and json.loads(x).get("iter", 0) <= last_iter]
+    if len(keep) != len(lines):
+        path.write_text("".join(x + "\n" for x in keep))
 
 
 def export(trainer: "Trainer", directory: Optional[PathLike] = None) -> Path:
