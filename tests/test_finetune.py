@@ -116,6 +116,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(dataset, saved, tmp
     monkeypatch.setattr(Trainer, "train_step", step)
     with pytest.raises(FinetuneError, match="pass --resume"):
         finetune(dataset, tmp_path / "killed", **args)
+    with pytest.raises(FinetuneError, match="resume it with the same stages"):
+        finetune(dataset, tmp_path / "killed", resume=True, **{**args, "stages": "tracker"})
     finetune(dataset, tmp_path / "killed", resume=True, **args)
 
     a, b = _state(tmp_path / "full"), _state(tmp_path / "killed")
@@ -231,3 +233,18 @@ def test_find_dataset_layouts(dataset, tmp_path):
     shutil.copy(dataset / "annotations.json", tmp_path / "train.json")
     assert find_dataset(tmp_path / "train.json") == (tmp_path / "train.json", tmp_path / "train" / "JPEGImages")
 
+
+
+@pytest.mark.slow
+def test_the_example_runs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "finetune_custom.py"
+    spec = importlib.util.spec_from_file_location("finetune_custom", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--iters", "2", "--videos", "4"])
+    summary = json.loads((out / "finetune.json").read_text())
+    assert "AP" in summary["before"] and "AP" in summary["after"]
+    assert "before {'AP'" in capsys.readouterr().out

@@ -214,6 +214,9 @@ def finetune(data: PathLike, out: PathLike, *, frames: Optional[PathLike] = None
 
     out.mkdir(parents=True, exist_ok=True)
     summary: Dict[str, Any] = json.loads((out / SUMMARY).read_text()) if (out / SUMMARY).is_file() else {}
+    if summary.get("stages") not in (None, todo):
+        raise FinetuneError(f"{out} holds a run of the stages {','.join(summary['stages'])}: resume it with the same "
+                            "stages, or choose another output folder")
     summary.update({"data": str(ann), "frames": str(root), "val": [str(p) for p in val_split] if val_split else None,
                     "stages": todo, "preset": preset_name, "start": report.to_dict(),
                     "class_names": list(train_ann.class_names)})
@@ -225,15 +228,18 @@ def finetune(data: PathLike, out: PathLike, *, frames: Optional[PathLike] = None
         say(f"validation before: {_short(result.before)}")
     (out / SUMMARY).write_text(json.dumps(_clean(summary), indent=2))
 
+    last_eval: Optional[Dict[str, float]] = None
     for stage in todo:
-        net = _run_stage(stage, net, train_ann, out, cfg, val_split, resume, num_frames, noise, noise_ratio, say)
+        net, last_eval = _run_stage(stage, net, train_ann, out, cfg, val_split, resume, num_frames, noise,
+                                    noise_ratio, say)
 
     from ..weights import write_pretrained
     from .utils import export_state_dict
 
     write_pretrained(out, net.cfg, export_state_dict(net))
     if val_split is not None:
-        result.after = _evaluate(net, val_split, device)
+        # the last stage validated its final weights already (the same model as the export)
+        result.after = last_eval if last_eval is not None else _evaluate(net, val_split, device)
         summary["after"] = result.after
         say(f"validation after: {_short(result.after)}")
     summary["done"] = True
@@ -244,7 +250,10 @@ def finetune(data: PathLike, out: PathLike, *, frames: Optional[PathLike] = None
 
 def _run_stage(stage: str, net: OnlineDVIS, ann: YTVISAnnotations, out: Path, cfg: TrainConfig,
                val: Optional[Tuple[Path, Path]], resume: bool, num_frames: Optional[int], noise: Optional[str],
-               noise_ratio: Optional[float], say: Callable[[str], None]) -> OnlineDVIS:
+               noise_ratio: Optional[float],
+               say: Callable[[str], None]) -> Tuple[OnlineDVIS, Optional[Dict[str, float]]]:
+    """Train one stage in ``out/<stage>`` (or reload it when a resumed run finished it); returns the model and
+    its validation metrics at the last iteration (None when not validated there)."""
     from .checkpoint import CHECKPOINT_DIR
 
     sdir = out / stage
@@ -255,7 +264,7 @@ def _run_stage(stage: str, net: OnlineDVIS, ann: YTVISAnnotations, out: Path, cf
         net.load_state_dict(sd, strict=True)
         net.cfg = type(net.cfg).from_json(sdir / "config.json")
         say(f"{stage}: already trained (kept from {sdir})")
-        return net
+        return net, None
     clips = dict(STAGE_CLIPS[stage])
     if num_frames is not None:
         clips.update(num_frames=num_frames, frame_range=max(num_frames // 2, 1))
@@ -273,7 +282,7 @@ def _run_stage(stage: str, net: OnlineDVIS, ann: YTVISAnnotations, out: Path, cf
     say(f"{stage}: training {cfg.iters} iterations on {len(ann)} videos ({dataset.num_frames}-frame clips)")
     trainer.train()
     (sdir / DONE).write_text(json.dumps({"iter": trainer.iter, "last_eval": _clean(trainer.last_eval)}))
-    return trainer.model
+    return trainer.model, trainer.last_eval
 
 
 def _clean(x: Any) -> Any:
