@@ -272,10 +272,10 @@ def _run_stage(stage: str, net: OnlineDVIS, ann: YTVISAnnotations, out: Path, cf
     # the inference resize: shortest edge to the test size, capped by the test max size (ops.preprocess)
     dataset = VideoClipDataset(ann, min_sizes=(inp.min_size_test,), max_size=inp.max_size_test, **clips)
     trainer = _trainer(stage, net, dataset, sdir, cfg, val, noise, noise_ratio)
-    restart = resume and (sdir / CHECKPOINT_DIR / "last").is_file()
-    if restart:
+    has_ckpt = (sdir / CHECKPOINT_DIR / "last").is_file()
+    if has_ckpt and resume:
         say(f"{stage}: resuming from iteration {trainer.resume()}")
-    elif sdir.exists() and (sdir / CHECKPOINT_DIR).exists():
+    elif has_ckpt:
         raise FinetuneError(f"{sdir} holds checkpoints of an earlier run: pass --resume or choose another output")
     elif (sdir / "metrics.jsonl").is_file():
         (sdir / "metrics.jsonl").unlink()  # killed before its first checkpoint: starts over
