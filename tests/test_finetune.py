@@ -81,18 +81,23 @@ def test_cli_round_trip_from_a_saved_folder_with_a_holdout(dataset, saved, tmp_p
     assert seg.predict(np.zeros((3, 48, 64, 3), np.uint8)).num_frames == 3
 
 
-def test_embedded_model_with_a_new_class_count(dataset, tmp_path):
+def test_cli_embedded_model_with_a_new_class_count(dataset, tmp_path, capsys):
     ann = json.loads((dataset / "annotations.json").read_text())
     ann["categories"] = ann["categories"] + [{"id": 9, "name": "star"}]
     (tmp_path / "ann.json").write_text(json.dumps(ann))
-    data = dict(frames=dataset / "JPEGImages", model="dvis-tiny-shapes", iters=1, **FAST)
+    base = ["finetune", "--data", str(tmp_path / "ann.json"), "--frames", str(dataset / "JPEGImages"), "--model",
+            "dvis-tiny-shapes", "--iters", "1", "--num-frames", "2", "--batch-size", "1", "--device", "cpu"]
     # the segmenter's class head is new: it cannot stay frozen under a trained tracker
-    with pytest.raises(FinetuneError, match="class head is new: train it too \\(--stages segmenter,tracker\\)"):
-        finetune(tmp_path / "ann.json", tmp_path / "a", stages="tracker", **data)
-    res = finetune(tmp_path / "ann.json", tmp_path / "b", stages="segmenter,tracker", **data)
-    assert sorted(res.report.reinitialised) == ["decoder.class_embed.bias", "decoder.class_embed.weight",
-                                                "tracker.class_embed.bias", "tracker.class_embed.weight"]
-    assert any("class count 3 -> 4" in n for n in res.report.notes)
+    assert main(base + ["--out", str(tmp_path / "a"), "--stages", "tracker", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "class head is new: train it too (--stages segmenter,tracker)" in err and "\n" not in err
+    assert main(base + ["--out", str(tmp_path / "b"), "--stages", "segmenter,tracker"]) == 0
+    log = capsys.readouterr().err
+    assert "class count 3 -> 4: the class heads are re-initialised" in log
+    assert "segmenter: 389/391 weights loaded" in log and "tracker: 52/54 weights loaded" in log
+    summary = json.loads((tmp_path / "b" / "finetune.json").read_text())
+    assert sorted(summary["start"]["reinitialised"]) == ["decoder.class_embed.bias", "decoder.class_embed.weight",
+                                                         "tracker.class_embed.bias", "tracker.class_embed.weight"]
     seg = VideoSegmenter.from_pretrained(tmp_path / "b")
     assert seg.cfg.segmenter.num_classes == 4 and seg.cfg.class_names == list(CATEGORIES) + ["star"]
     assert seg.model.decoder.class_embed.weight.shape[0] == 5
@@ -248,3 +253,33 @@ def test_the_example_runs(tmp_path, capsys):
     summary = json.loads((out / "finetune.json").read_text())
     assert "AP" in summary["before"] and "AP" in summary["after"]
     assert "before {'AP'" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_resume_after_sigkill(dataset, saved, tmp_path):
+    """A real kill (SIGKILL of the `dvis finetune` process after a checkpoint), then --resume: the uninterrupted
+    run's weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    def cmd(out, *extra):
+        return [sys.executable, "-m", "dvis_sdk.cli", "finetune", "--data", str(dataset), "--model", str(saved),
+                "--out", str(out), "--stages", "tracker", "--iters", "40", "--ckpt-every", "4", "--num-frames", "2",
+                "--batch-size", "1", "--device", "cpu", "--seed", "2", "--quiet", *extra]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd(tmp_path / "full"), check=True, env=env)
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), env=env)
+    first = tmp_path / "killed" / "tracker" / "checkpoints" / "iter_0000004"
+    deadline = time.time() + 120
+    while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "tracker" / "stage_done.json").exists(), "the run ended before the kill"
+    subprocess.run(cmd(tmp_path / "killed", "--resume"), check=True, env=env)
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "killed")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
