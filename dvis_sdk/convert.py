@@ -30,7 +30,7 @@ KEY_PREFIXES = {
     "refiner.": "refiner.",
 }
 # keys official checkpoints carry for training only (or as non-persistent constants)
-TRAINING_ONLY_PREFIXES = ("criterion.",)
+TRAINING_ONLY_PREFIXES = ("criterion.", "daq_criterion.")
 CONSTANT_KEYS = ("pixel_mean", "pixel_std")
 
 _META_ARCHS = {
@@ -38,6 +38,8 @@ _META_ARCHS = {
     "DVIS_Plus_offline": ("dvis++", "offline"),
     "DVIS_online": ("dvis", "online"),
     "DVIS_offline": ("dvis", "offline"),
+    "DVIS_DAQ_online": ("daq", "online"),  # DVIS-DAQ: see convert_daq.py
+    "DVIS_DAQ_offline": ("daq", "offline"),
 }
 _BACKBONES = {
     "build_resnet_backbone": "resnet",
@@ -127,6 +129,8 @@ def official_cfg_tree(cfg: Union[str, Path, Mapping]) -> dict:
     arch = tree.get("MODEL", {}).get("META_ARCHITECTURE", "")
     defaults = od.OFFICIAL_DEFAULTS_DVIS if arch.startswith("DVIS_") and not arch.startswith("DVIS_Plus") \
         else od.OFFICIAL_DEFAULTS
+    if arch.startswith("DVIS_DAQ"):  # DVIS-DAQ: the DVIS++ defaults + MODEL.VIDEO_HEAD
+        from .configs.official_defaults_daq import OFFICIAL_DEFAULTS_DAQ as defaults
     return dict(_deep_merge(copy.deepcopy(defaults), tree))
 
 
@@ -209,7 +213,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         raise ConversionError(f"unsupported MODEL.META_ARCHITECTURE {arch!r}; supported: {sorted(_META_ARCHS)}")
     variant, arch_mode = _META_ARCHS[arch]
     mf, head = model["MASK_FORMER"], model["SEM_SEG_HEAD"]
-    if variant == "dvis++" and not mf.get("REID_BRANCH", True):
+    if variant in ("dvis++", "daq") and not mf.get("REID_BRANCH", True):
         raise ConversionError("DVIS++ without MODEL.MASK_FORMER.REID_BRANCH is not supported")
     if head.get("PIXEL_DECODER_NAME", "MSDeformAttnPixelDecoder") != "MSDeformAttnPixelDecoder":
         raise ConversionError(f"unsupported pixel decoder {head['PIXEL_DECODER_NAME']!r}")
@@ -229,6 +233,13 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         reid_hidden_dim=mf.get("REID_HIDDEN_DIM", mf["HIDDEN_DIM"]),
         num_reid_head_layers=mf.get("NUM_REID_HEAD_LAYERS", 3),
     )
+    daq = None
+    if variant == "daq":  # DVIS-DAQ: MODEL.VIDEO_HEAD (validated there, incl. HIDDEN_DIM == MASK_DIM)
+        from .convert_daq import DAQConfigError, daq_config_from_tree
+        try:
+            daq = daq_config_from_tree(tree)
+        except DAQConfigError as e:
+            raise ConversionError(str(e)) from None
     if variant == "dvis++" and segmenter.hidden_dim != segmenter.mask_dim:
         raise ConversionError(f"DVIS++ needs MASK_FORMER.HIDDEN_DIM == SEM_SEG_HEAD.MASK_DIM "
                               f"(got {segmenter.hidden_dim} and {segmenter.mask_dim}): the tracker's mask head outputs "
@@ -253,6 +264,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         test=TestConfig(window_size=mf["TEST"].get("WINDOW_SIZE", 3), max_num=mf["TEST"].get("MAX_NUM", 20)),
         dataset=dataset,
         class_names=class_names,
+        daq=daq,
     )
 
 
