@@ -120,3 +120,22 @@ def test_build_rejects_mismatched_new_instance_count():
     cfg.daq.num_new_ins = cfg.segmenter.num_queries + 1
     with pytest.raises(ValueError, match="num_new_ins"):
         dvis_sdk.build_model(cfg)
+
+
+@pytest.mark.parametrize("name", ["16_e2e_online_daq_r50", "17_e2e_offline_daq_r50"])
+def test_video_segmenter_from_official_contract(name):
+    """The public minimal API (with its default fast paths): from_official(cfg dict, state dict) + predict(frames,
+    resize=False)."""
+    import numpy as np
+
+    fx = load_fixture(name)
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _weights(name), device="cpu")
+    frames = fx.io["in.video_uint8"].numpy()
+    result = seg.predict(frames, resize=False)
+    scores = np.array([i.score for i in result.instances])
+    assert np.all(np.diff(scores) <= 0), "instances are sorted by score"
+    assert all(i.masks.shape == frames.shape[:3] for i in result.instances)
+    assert_same_instances(scores, [i.label for i in result.instances], np.stack([i.masks for i in result.instances]),
+                          fx.io["out.result.scores"], fx.io["out.result.labels"], fx.io["out.result.masks"].numpy())
+    with pytest.raises(NotImplementedError, match="DVIS-DAQ"):
+        next(iter(seg.stream(frames, resize=False)))

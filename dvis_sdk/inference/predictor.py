@@ -223,6 +223,9 @@ class VideoSegmenter:
         window (then the refiner chunk) is halved; if even one frame does not fit, :class:`InferenceOOMError` is
         raised with ``.partial``: the result of the frames done so far.
         """
+        if self.cfg.variant == "daq":  # DVIS-DAQ: its own whole-clip path for now (not the window runner)
+            from .daq_predict import predict_daq
+            return predict_daq(self, frames, resize=resize, max_frames=max_frames, stride=stride, start=start, end=end)
         from .runner import InferenceOOMError, ScoreAccumulator
 
         windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
@@ -266,6 +269,9 @@ class VideoSegmenter:
         """
         from .runner import ScoreAccumulator, decode
 
+        if self.cfg.variant == "daq":
+            raise NotImplementedError("stream() does not support DVIS-DAQ models yet (a DAQ sequence's score is a mean "
+                                      "over all its frames); use predict()")
         windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
                                       max_frames=max_frames, start=start, end=end)
         runner = self._runner(info, window_size, None, use_refiner=False)
