@@ -111,3 +111,27 @@ def test_errors(fx15):
     with pytest.raises(ValueError, match="NUM_NEW_INS"):
         m(io["in.frame_embeds"][..., :5], io["in.mask_features"], io["in.pred_masks"][:, :5], io["in.valid"][:, :5],
           io["in.seg_query_feat"][:5])
+
+
+def test_minvis_link_follows_a_permutation_and_rows_filter_noise():
+    from dvis_sdk.models.daq.readout import minvis_link, online_rows
+    from dvis_sdk.models.daq.state import DAQSequence
+
+    g = torch.Generator().manual_seed(0)
+    e0 = torch.randn(6, 8, generator=g)
+    perm = torch.tensor([3, 0, 5, 1, 2, 4])
+    embds = torch.stack([e0, e0[perm]])  # frame 1 holds frame 0's queries shuffled
+    logits = torch.stack([torch.arange(6.0)[:, None].expand(6, 3), torch.arange(6.0)[perm][:, None].expand(6, 3)])
+    out = minvis_link(logits, embds)
+    assert torch.equal(out["indices"][1], torch.argsort(perm))  # row k follows query k into frame 1
+    assert torch.equal(out["logits"][:, 0], torch.arange(6.0))
+    torch.testing.assert_close(out["embeds"][:, 1], e0)
+    # NOISE_FRAME_NUM: a short sequence is dropped unless it reaches the last frame
+    m = torch.zeros(2, 2)
+    short = DAQSequence(start=0, logits=(torch.zeros(3),), masks=(m,), embeds=(torch.zeros(4),), appearance=(True,))
+    late = DAQSequence(start=4, logits=(torch.ones(3),), masks=(m,), embeds=(torch.zeros(4),), appearance=(True,))
+    state = DAQTrackState(sequences=(short, late), tracked=(1,), num_frames=5)
+    rows = online_rows(state, num_frames=5, noise_frame_num=2, num_classes=2, mask_size=(2, 2))
+    assert rows.seq_index.tolist() == [1]
+    assert rows.padding.tolist() == [[True] * 4 + [False]]
+    assert rows.masks[0, :4].eq(-1e4).all() and rows.masks[0, 4].eq(0).all()

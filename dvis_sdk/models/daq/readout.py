@@ -86,7 +86,7 @@ def offline_selection(state: DAQTrackState, rows: OnlineRows, num_frames: int, t
     logits, seq_index, padding = rows.logits, rows.seq_index, rows.padding
     if topk < logits.shape[0]:
         sel = _score(logits).topk(topk, sorted=False)[1]
-        logits, seq_index, padding = logits[sel], seq_index[sel], padding[sel]
+        logits, seq_index, padding = logits[sel], seq_index[sel.cpu()], padding[sel.cpu()]
     embeds = []
     for i in seq_index.tolist():
         s = state.sequences[i]
