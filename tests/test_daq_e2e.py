@@ -139,3 +139,22 @@ def test_video_segmenter_from_official_contract(name):
                           fx.io["out.result.scores"], fx.io["out.result.labels"], fx.io["out.result.masks"].numpy())
     with pytest.raises(NotImplementedError, match="DVIS-DAQ"):
         next(iter(seg.stream(frames, resize=False)))
+
+
+def test_save_pretrained_round_trip_and_offline_checkpoint_online(tmp_path):
+    fx = load_fixture("17_e2e_offline_daq_r50")
+    frames = fx.io["in.video_uint8"].numpy()
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _weights("17_e2e_offline_daq_r50"), device="cpu")
+    seg.save_pretrained(tmp_path / "m")
+    back = dvis_sdk.VideoSegmenter.from_pretrained(tmp_path / "m")
+    assert isinstance(back.model, OfflineDAQ) and back.cfg == seg.cfg
+    a, b = seg.predict(frames, resize=False), back.predict(frames, resize=False)
+    assert [(i.label, i.score) for i in a.instances] == [(i.label, i.score) for i in b.instances]
+    # an offline DAQ checkpoint runs online (refiner dropped) and then gives the online fixture's result
+    online = dvis_sdk.VideoSegmenter.from_official(fx.config, _weights("17_e2e_offline_daq_r50"), mode="online")
+    assert isinstance(online.model, OnlineDAQ) and not isinstance(online.model, OfflineDAQ)
+    ref = load_fixture("16_e2e_online_daq_r50").io
+    r = online.predict(frames, resize=False)
+    got = sorted(i.score for i in r.instances)
+    exp = sorted(float(s) for s in ref["out.result.scores"])
+    assert len(got) == len(exp) and max(abs(x - y) for x, y in zip(got, exp)) <= 1e-4
