@@ -7,7 +7,7 @@ length. Methods:
 * ``stream``    ``VideoSegmenter.stream`` (nothing kept: constant memory)
 * ``offline``   ``predict`` of the offline model, refined in chunks of ``--chunk-size`` frames
 * ``official``  the official memory pattern: every frame and every query's mask logits held until the end
-                (``model.inference`` on the whole decoded video); skipped above ``--official-max`` frames
+                (``video_inference`` on the whole decoded video); skipped above ``--official-max`` frames
 
 Random weights (memory does not depend on them). Defaults are CPU-sized: a narrow ResNet-50 DVIS++ with 100 queries
 (as the official models) at 240 px short edge; ``--config ovis/DVIS_Plus_Offline_R50.yaml`` (any shipped official
@@ -117,14 +117,16 @@ def child(args: argparse.Namespace) -> None:
             frames += 1
             n_inst = max(n_inst, len(fr.instances))
     else:  # official: decode everything, keep every query's mask logits for the whole video
-        from dvis_sdk.inference.preprocess import resize_frame, resized_shape
+        from dvis_sdk.ops.preprocess import resize_frame, resized_shape
         from dvis_sdk.inference.video_io import open_video
 
         src = open_video(args.video)
         size = resized_shape(src.height, src.width, seg.cfg.input.min_size_test, seg.cfg.input.max_size_test)
         x = torch.from_numpy(np.stack([resize_frame(f, size) for _, f in src])).permute(0, 3, 1, 2).float()
         with torch.no_grad():
-            out = seg.model.inference(x.to(seg.device), output_size=(src.height, src.width))
+            from dvis_sdk.inference.runner import video_inference
+
+            out = video_inference(seg.model, x.to(seg.device), output_size=(src.height, src.width))
         n_inst, frames = len(out.scores), x.shape[0]
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

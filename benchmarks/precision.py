@@ -30,7 +30,10 @@ _ROOT = Path(__file__).resolve().parents[1]
 if (_ROOT / "dvis_sdk").is_dir():
     sys.path.insert(0, str(_ROOT))
 import dvis_sdk  # noqa: E402
-from dvis_sdk import perf  # noqa: E402
+from dvis_sdk.evaluation.agreement import compare_results  # noqa: E402
+from dvis_sdk.inference.runner import video_inference  # noqa: E402
+from dvis_sdk.layers.impl import REFERENCE_PATHS  # noqa: E402
+from dvis_sdk.models.optimize import optimize  # noqa: E402
 
 FIXTURES = ("09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
             "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50")
@@ -80,7 +83,7 @@ def _config_model(args: argparse.Namespace) -> tuple:
 
         model.load_state_dict(convert_official_state_dict(load_official_checkpoint(args.checkpoint), cfg))
     if args.video:
-        from dvis_sdk.inference.preprocess import resize_frame, resized_shape
+        from dvis_sdk.ops.preprocess import resize_frame, resized_shape
         from dvis_sdk.inference.video_io import open_video
 
         src = open_video(args.video, max_frames=args.frames)
@@ -97,22 +100,21 @@ def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> A
     ctx = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
            else torch.autocast(device.type, dtype=DTYPES[dtype]))
     with torch.no_grad(), ctx:
-        return model.inference(video.to(device))
+        return video_inference(model, video.to(device))
 
 
 def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> Dict[str, Any]:
     model = model.to(device).eval()
-    with perf.reference_paths():
-        ref = _run(model, video, device, "fp32")
-    perf.optimize_model(model)  # the defaults a VideoSegmenter gets
+    ref = _run(optimize(model, **REFERENCE_PATHS), video, device, "fp32")
+    optimize(model)  # the defaults a VideoSegmenter gets
     rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:])}
     for label, dt in (("fp32 fast paths", "fp32"), (f"{dtype} fast paths", dtype)):
-        a = perf.compare_results(ref, _run(model, video, device, dt))
+        a = compare_results(ref, _run(model, video, device, dt))
         rows[label] = a.__dict__
     # opt-in: the pixel decoder under autocast too
-    perf.optimize_model(model, pixel_decoder_fp32=False)
-    rows[f"{dtype} +half pix.dec."] = perf.compare_results(ref, _run(model, video, device, dtype)).__dict__
-    perf.optimize_model(model, pixel_decoder_fp32=True)
+    optimize(model, pixel_decoder_fp32=False)
+    rows[f"{dtype} +half pix.dec."] = compare_results(ref, _run(model, video, device, dtype)).__dict__
+    optimize(model, pixel_decoder_fp32=True)
     return rows
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -46,9 +45,11 @@ if (_ROOT / "dvis_sdk").is_dir():  # benchmark the checkout this script belongs 
     sys.path.insert(0, str(_ROOT))
 import dvis_sdk  # noqa: E402
 
-from dvis_sdk import perf  # noqa: E402
+from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS  # noqa: E402
+from dvis_sdk.models.optimize import optimize  # noqa: E402
+from dvis_sdk.runtime import frames_to_device  # noqa: E402
 from dvis_sdk.config import DVISConfig  # noqa: E402
-from dvis_sdk.inference.postprocess import postprocess_vis  # noqa: E402
+from dvis_sdk.ops.postprocess import postprocess_vis  # noqa: E402
 
 STAGES = ("decode", "preprocess", "backbone", "adapter", "pixel_decoder", "decoder", "tracker", "refiner",
           "postprocess")
@@ -260,7 +261,7 @@ def write_test_video(path: Path, frames: np.ndarray) -> Optional[Path]:
 # --------------------------------------------------------------------------------------------------------------
 def _to_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:
     # uint8 over the bus (4x less than float), pinned + non-blocking on CUDA
-    return perf.frames_to_device(torch.from_numpy(chunk).permute(0, 3, 1, 2), device).float()
+    return frames_to_device(torch.from_numpy(chunk).permute(0, 3, 1, 2), device).float()
 
 
 def _chunks(source: Any, frames: np.ndarray, window: int) -> Iterator[Tuple[int, np.ndarray]]:
@@ -407,12 +408,12 @@ def compare_variants(model: Any, variants: List[Tuple[str, str, Dict[str, Any]]]
     for label, dtype, kw in variants:
         if dtype == "fp16" and device.type == "cpu":
             raise SystemExit("--compare: fp16 needs CUDA (CPU autocast supports bf16)")
-        perf.optimize_model(model, **kw)
+        optimize(model, **kw)
         if warmup > 0:
             run_pipeline(model, source, frames, window, device, dtype, max_windows=warmup)
     for _ in range(max(1, repeat)):
         for label, dtype, kw in variants:
-            perf.optimize_model(model, **kw)
+            optimize(model, **kw)
             timer = Timer(device)
             vit = _ViTHooks(model.backbone, timer)
             has_vit = vit.active
@@ -462,13 +463,13 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Tuple[Any, DV
     cfg = load_config(args.config, args.mode)
     torch.manual_seed(args.seed)
     model = dvis_sdk.build_model(cfg).to(device).eval()
-    if args.reference:  # per-model overrides: the process-wide defaults stay as they are
-        perf.optimize_model(model, **VARIANTS["reference"])
+    if args.reference:  # per-model choices: nothing else in the process changes
+        optimize(model, **VARIANTS["reference"])
     else:
-        perf.optimize_model(model, sdpa=None if args.sdpa == "auto" else args.sdpa == "on",
-                            deform_attn=None if args.deform_attn == "auto" else args.deform_attn,
-                            channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
-                            pixel_decoder_fp32=False if args.half_pixel_decoder else None, compile=args.compile)
+        optimize(model, sdpa=None if args.sdpa == "auto" else args.sdpa == "on",
+                 deform_attn=None if args.deform_attn == "auto" else args.deform_attn,
+                 channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+                 pixel_decoder_fp32=False if args.half_pixel_decoder else None, compile=args.compile)
     return model, cfg
 
 
@@ -482,7 +483,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="autocast dtype (fp32 = no autocast)")
     p.add_argument("--sdpa", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--deform-attn", choices=("auto",) + perf.DEFORM_ATTN_IMPLS, default="auto")
+    p.add_argument("--deform-attn", choices=("auto",) + DEFORM_ATTN_IMPLS, default="auto")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile backbone / pixel decoder / decoder")
     p.add_argument("--half-pixel-decoder", action="store_true",
@@ -604,7 +605,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "fast_paths": {"sdpa": args.sdpa if not args.reference else "off",
                        "deform_attn": args.deform_attn if not args.reference else "reference",
                        "channels_last": args.channels_last if not args.reference else "off",
-                       "compile": args.compile, "half_pixel_decoder": args.half_pixel_decoder, "defaults": dataclasses.asdict(perf.get_fast_paths())},
+                       "compile": args.compile, "half_pixel_decoder": args.half_pixel_decoder, "defaults": dict(FAST_PATHS)},
         "stages": {k: {"seconds": s, "fps": n_frames / s if s > 0 else None,
                        "cpu_seconds": best_cpu.get(k),
                        "gflop_per_frame": flops_per_frame.get(k, 0) / 1e9 or None,

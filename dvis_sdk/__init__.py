@@ -4,12 +4,12 @@
 >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
 >>> result = seg.predict(frames)                                                              # doctest: +SKIP
 """
+from ._version import __version__
 from .config import DVISConfig
 from .inference.predictor import VideoSegmenter
 from .models.dvis import OfflineDVIS, OnlineDVIS, build_model
+from .batch import predict_folder
 from .results import Instance, VideoResult
 
-__version__ = "0.1.0"
-
 __all__ = ["DVISConfig", "VideoSegmenter", "OnlineDVIS", "OfflineDVIS", "build_model", "Instance", "VideoResult",
-           "__version__"]
+           "predict_folder", "__version__"]

@@ -8,17 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 class UserError(Exception):
     """An error caused by the user's input; printed as one line."""
 
 
-def _load_segmenter(args: argparse.Namespace):
+def _load_segmenter(args: argparse.Namespace, **settings: Any):
     from .inference.predictor import VideoSegmenter
 
-    kwargs = dict(device=args.device, dtype=args.dtype)
+    kwargs = dict(device=args.device, dtype=args.dtype, **settings)
     if args.config or args.checkpoint:
         if not (args.config and args.checkpoint):
             raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
@@ -28,7 +28,7 @@ def _load_segmenter(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.runner import InferenceOOMError
-    from .inference.video_io import VideoReadError
+    from .io import VideoReadError
 
     seg = _load_segmenter(args)
     out_root = Path(args.out)
@@ -60,7 +60,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         if args.score_threshold:
             result = result.filter(args.score_threshold)
-        path = result.save(out_dir, video_id=i + 1, video=src if args.save_video else None)
+        path = result.save(out_dir, video_id=i + 1)
+        if args.save_video:
+            from .visualize import render_video
+
+            render_video(result, src, out_dir / "overlay.mp4")
         if args.save_id_maps:
             from .visualize import save_id_maps
 
@@ -95,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from .batch import predict_folder
-    from .inference.predictor import resolve_device
+    from .runtime import resolve_device
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
@@ -109,11 +113,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     several = args.workers > 1 or args.devices or args.ray is not None
     # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU
     args.device = "cpu" if several else device
-    seg = _load_segmenter(args)
-    if args.window_size:
-        seg.window_size = args.window_size
-    if args.chunk_size:
-        seg.chunk_size = args.chunk_size
+    seg = _load_segmenter(args, window_size=args.window_size or None, chunk_size=args.chunk_size or None)
     devices = args.devices or ([device] * args.workers if several else None)
     summary = predict_folder(seg, args.src, args.out_dir, pattern=args.pattern or "*.mp4", recursive=args.recursive,
                              save_video=args.save_video, overwrite=args.overwrite, devices=devices,
@@ -125,22 +125,33 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def _checksum_state(m: dict) -> str:
+    if m.get("source") == "external":
+        return "-"
+    return "verified" if m.get("sha256") else "unverified"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from .hub import default_model_name, list_models
+    from .weights import default_model_name, list_models
 
     default = default_model_name()
+    head = ("  name", "dataset", "AP", "source", "revision", "file", "sha256")
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
              str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
              m.get("repo_id") or ("embedded in the package" if m.get("source") == "embedded"
-                                  else "local file (see download page)")) for m in list_models()]
-    widths = [max(len(r[i]) for r in rows + [("  name", "dataset", "AP", "source")]) for i in range(4)]
-    for r in [("  name", "dataset", "AP", "source")] + rows:
+                                  else "local file (see download page)"),
+             (m.get("revision") or "-")[:12], m.get("filename") or "-", _checksum_state(m)) for m in list_models()]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    pinned = sorted({(m["repo_id"], m["revision"]) for m in list_models() if m.get("source") == "hub"})
+    for repo, rev in pinned:
+        print(f"{repo} is pinned to revision {rev}; 'verified' files are checked against their sha256 after download")
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .hub import resolve_weights
+    from .weights import resolve_weights
 
     resolved = resolve_weights(args.name, cache_dir=args.cache_dir, revision=args.revision)
     print(f"{args.name}: ready ({resolved.source})")
@@ -197,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="video files or folders of frames")
     pr.add_argument("--model", default=None, help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
-    pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     pr.add_argument("--mode", choices=["online", "offline"], default=None)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -235,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--model", default=None,
                     help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
-    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     ba.add_argument("--mode", choices=["online", "offline"], default=None)
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
     ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -309,10 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .convert import ConversionError
+    from .official import ConversionError
     from .batch import BatchLockedError
-    from .hub import ChecksumError, UnknownModelError, WeightsUnavailableError
-    from .inference.video_io import VideoReadError, VideoWriteError
+    from .weights import ChecksumError, UnknownModelError, WeightsUnavailableError
+    from .io import VideoReadError, VideoWriteError
 
     args = build_parser().parse_args(argv)
     try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union
 
+from .runtime import jsonable
+
 VARIANTS = ("dvis++", "dvis", "daq")
 MODES = ("online", "offline")
 BACKBONES = ("resnet", "swin", "vit_adapter")
@@ -210,7 +212,7 @@ class DVISConfig:
 
     # --- JSON round trip -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return _to_jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> "DVISConfig":
@@ -227,14 +229,6 @@ class DVISConfig:
         p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
         text = p.read_text() if p is not None else str(text_or_path)
         return cls.from_dict(json.loads(text))
-
-
-def _to_jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_jsonable(v) for v in x]
-    return x
 
 
 def _from_dict(cls: type, d: Any) -> Any:

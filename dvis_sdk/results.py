@@ -5,57 +5,19 @@ small; ``Instance.masks`` decodes them on access and ``Instance.mask(t)`` decode
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-RLE = Dict[str, Any]  # pycocotools RLE: {"size": [H, W], "counts": bytes | str}
+from .masks import RLE, decode_rles, encode_masks, rle_area, rle_to_json, to_compressed
+from .runtime import atomic_write_text, jsonable
 
-
-def encode_masks(masks: np.ndarray) -> List[Optional[RLE]]:
-    """(T, H, W) bool -> one RLE per frame (``counts`` as bytes), ``None`` for empty frames."""
-    from pycocotools import mask as mask_util
-
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (T, H, W), got shape {masks.shape}")
-    out: List[Optional[RLE]] = [None] * masks.shape[0]
-    present = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(1))
-    if len(present):
-        # one call over all present frames: pycocotools wants (H, W, N) Fortran-ordered uint8
-        stack = np.asfortranarray(masks[present].transpose(1, 2, 0).astype(np.uint8))
-        for t, rle in zip(present.tolist(), mask_util.encode(stack)):
-            out[t] = rle
-    return out
-
-
-def decode_rles(rles: Union[RLE, List[RLE]]) -> np.ndarray:
-    """pycocotools ``decode`` (one RLE -> (H, W) bool, a list -> (H, W, N) bool), without the DeprecationWarning
-    pycocotools emits under numpy 2 on every call."""
-    import warnings
-
-    from pycocotools import mask as mask_util
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_util.decode(rles).astype(bool)
-
-
-def _rle_bytes(rle: RLE) -> RLE:
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        return {"size": list(rle["size"]), "counts": counts.encode("ascii")}
-    if isinstance(counts, list):  # uncompressed RLE (e.g. from annotation files)
-        from pycocotools import mask as mask_util
-
-        return mask_util.frPyObjects(rle, *rle["size"])
-    return rle
-
+# re-exported: these lived here before dvis_sdk.masks / dvis_sdk.runtime existed
+__all__ = ["Instance", "FrameInstance", "FrameResult", "VideoResult", "RLE", "encode_masks", "decode_rles",
+           "atomic_write_text"]
 
 class Instance:
     """One tracked object over the video.
@@ -83,7 +45,7 @@ class Instance:
             self.rles = encode_masks(masks)
             self.height, self.width = int(masks.shape[1]), int(masks.shape[2])
         else:
-            self.rles = [None if r is None else _rle_bytes(r) for r in rles]
+            self.rles = [None if r is None else to_compressed(r) for r in rles]
             sizes = {tuple(r["size"]) for r in self.rles if r is not None}
             if height is None or width is None:
                 if len(sizes) != 1:
@@ -115,9 +77,7 @@ class Instance:
 
     def areas(self) -> np.ndarray:
         """Mask area (pixels) per frame."""
-        from pycocotools import mask as mask_util
-
-        return np.array([0 if r is None else int(mask_util.area(r)) for r in self.rles], dtype=np.int64)
+        return np.array([0 if r is None else rle_area(r) for r in self.rles], dtype=np.int64)
 
     def frames_present(self) -> np.ndarray:
         """Indices of the frames where the mask is not empty."""
@@ -181,8 +141,7 @@ class VideoResult:
         Category ids are ``label + category_offset`` (the official datasets number categories from 1)."""
         out = []
         for inst in self.instances:
-            segs = [None if r is None else {"size": [int(s) for s in r["size"]], "counts": r["counts"].decode("ascii")}
-                    for r in inst.rles]
+            segs = [None if r is None else rle_to_json(r) for r in inst.rles]
             out.append({"video_id": video_id, "score": float(inst.score),
                         "category_id": int(inst.label) + category_offset, "segmentations": segs,
                         "track_id": int(inst.track_id)})
@@ -243,68 +202,23 @@ class VideoResult:
         for t in range(self.num_frames):
             yield self.frame(t).id_map()
 
-    def save(self, out_dir: Union[str, Path], video_id: int = 1, video: Optional[object] = None,
-             fps: Optional[float] = None) -> Path:
+    def save(self, out_dir: Union[str, Path], video_id: int = 1, video: None = None) -> Path:
         """Write ``results.json`` into ``out_dir``: a JSON object with the video's size, frame count, class names
         and ``instances`` in YouTube-VIS result format (RLE masks). Returns its path.
 
-        With ``video`` (the frames or the path the result was computed from) also write ``overlay.mp4``."""
+        The overlay video is drawn by :func:`dvis_sdk.visualize.render_video` (``render_video(result, video,
+        out_dir / "overlay.mp4")``); results hold data only."""
+        if video is not None:
+            raise TypeError("VideoResult.save no longer renders: call dvis_sdk.visualize.render_video(result, video, "
+                            "out_dir / 'overlay.mp4') for the overlay")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         doc = {"num_frames": self.num_frames, "height": self.height, "width": self.width,
                "class_names": list(self.class_names) if self.class_names else None,
-               "meta": _jsonable(self.meta), "instances": self.to_ytvis(video_id)}
-        path = atomic_write_text(out_dir / "results.json", json.dumps(doc))
-        if video is not None:
-            self.render(out_dir / "overlay.mp4", video, fps=fps)
-        return path
+               "meta": jsonable(self.meta), "instances": self.to_ytvis(video_id)}
+        return atomic_write_text(out_dir / "results.json", json.dumps(doc))
 
-    def render(self, path: Union[str, Path], video: object, fps: Optional[float] = None, **kwargs: Any) -> Path:
-        """Write an overlay video of ``video`` (a path, or frames at the result's size); returns the path written.
-        ``kwargs`` go to :func:`dvis_sdk.visualize.render_frame` (e.g. ``show_ids``, ``alpha``)."""
-        from .inference.video_io import open_video, write_video
-        from .visualize import render_frames
-
-        start, stride = (self.meta.get("start"), self.meta.get("stride", 1)) if isinstance(video, (str, Path)) else (None, 1)
-        src = open_video(video, max_frames=self.num_frames, start=start, stride=int(stride or 1))
-        if (src.height, src.width) != (self.height, self.width):
-            raise ValueError(f"video is {src.height}x{src.width} but the result is {self.height}x{self.width}")
-        frames = (f for _, f in src)
-        rate = fps or (src.fps / src.stride if src.fps else 10.0)
-        return write_video(path, render_frames(frames, self, **kwargs), fps=rate)
-
-
-@contextlib.contextmanager
-def atomic_open(path: Union[str, Path]) -> Iterator[TextIO]:
-    """Open a temp file beside ``path`` for writing; on success it is synced and renamed onto ``path``, on error
-    removed: a crash never leaves a half-written file under the final name."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Union[str, Path], text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
-    with atomic_open(path) as f:
-        f.write(text)
-    return Path(path)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
+    def render(self, *args: object, **kwargs: object) -> None:
+        """Moved: rendering lives in :mod:`dvis_sdk.visualize` (results hold data only)."""
+        raise AttributeError("VideoResult.render moved to dvis_sdk.visualize.render_video(result, video, path, "
+                             "fps=None, **options)")

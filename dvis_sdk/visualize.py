@@ -2,7 +2,7 @@
 
 - :func:`render_frame` / :func:`render_frames`: masks blended in per-track colours that stay fixed across frames,
   a contour, ``label score`` at each instance and optionally ``#track_id``.
-- :func:`render_video` (also :meth:`VideoResult.render`): the same, written through OpenCV with a codec
+- :func:`render_video`: the same, written through OpenCV with a codec
   fallback (``mp4v``, then MJPG in an ``.avi``; a clear :class:`~dvis_sdk.inference.video_io.VideoWriteError`
   when no codec works).
 - :func:`save_id_maps` / :func:`load_id_map`: one 16-bit PNG per frame holding ``track_id + 1`` per pixel
@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 
 import numpy as np
 
+from .inference.video_io import open_video, write_video
 from .results import FrameResult, VideoResult
 
 __all__ = ["track_color", "render_frame", "render_frames", "render_video", "id_map_frames", "save_id_maps",
@@ -140,8 +141,17 @@ def render_video(result: VideoResult, video: Any, path: Union[str, Path], fps: O
                  **kwargs: Any) -> Path:
     """Write the overlay of ``result`` on ``video`` (a path, or frames at the result's size) to ``path`` (.mp4,
     .avi, ...); returns the path written (``.avi`` after the codec fallback). ``kwargs`` go to
-    :func:`render_frame`. Same as :meth:`VideoResult.render`."""
-    return result.render(path, video, fps=fps, **kwargs)
+    :func:`render_frame`. A path is re-read with the result's ``start`` / ``stride`` (its ``meta``)."""
+    if isinstance(video, (str, Path)):
+        start, stride = result.meta.get("start"), result.meta.get("stride", 1)
+    else:
+        start, stride = None, 1
+    src = open_video(video, max_frames=result.num_frames, start=start, stride=int(stride or 1))
+    if (src.height, src.width) != (result.height, result.width):
+        raise ValueError(f"video is {src.height}x{src.width} but the result is {result.height}x{result.width}")
+    frames = (f for _, f in src)
+    rate = fps or (src.fps / src.stride if src.fps else 10.0)
+    return write_video(path, render_frames(frames, result, **kwargs), fps=rate)
 
 
 def id_map_frames(result: Union[VideoResult, Iterable[FrameResult]]) -> Iterator[np.ndarray]:

@@ -12,6 +12,7 @@ from conftest import load_fixture  # noqa: E402
 
 import dvis_sdk  # noqa: E402
 from dvis_sdk.convert import convert_official_state_dict, load_official_config  # noqa: E402
+from dvis_sdk.inference.runner import forward_video, video_inference  # noqa: E402
 
 E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
        "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50"]
@@ -30,11 +31,14 @@ def main() -> None:
         got = {}
         with torch.no_grad():
             images = model.preprocess(video)
-            windows = list(model.iter_windows(images))
+            ws, windows, state = cfg.test.window_size, [], None
+            for start in range(0, images.shape[0], ws):
+                windows.append(model.track_clip(images[start:start + ws], state, start))
+                state = windows[-1].state
             for i, w in enumerate(windows):
                 got.update({f"out.segmenter.window{i}.{k}": v for k, v in w.segmenter.items()})
                 got.update({f"out.tracker.window{i}.{k}": v for k, v in w.tracker.items()})
-            raw = model(images)
+            raw = forward_video(model, images)
             got["out.postprocess_input.pred_cls"] = raw["pred_cls"]
             got["out.postprocess_input.pred_masks"] = raw["pred_masks"][0]
             if cfg.mode == "offline":
@@ -49,7 +53,7 @@ def main() -> None:
             tol = 1e-4 * exp.abs().max().item() + 1e-5
             worst = max(worst, err / tol)
             print(f"{name:28s} {key[4:]:45s} {err:10.2e} {tol:10.2e}")
-        res = model.inference(video)
+        res = video_inference(model, video)
         print(f"{name:28s} {'result: instances (ours / official)':45s} {len(res.scores):>10d} "
               f"{len(fx.io['out.result.scores']):>10d}   worst err/tol {worst:.3f}")
 

@@ -37,9 +37,9 @@ def test_predict_writes_results_and_overlay(tiny_model_dir, clip, tmp_path, caps
 
 
 def test_predict_no_video_codec_is_a_one_line_error(tiny_model_dir, clip, tmp_path, capsys, monkeypatch):
-    from dvis_sdk.inference import video_io
-    monkeypatch.setitem(video_io._WRITE_CODECS, ".mp4", ("ZZZZ",))
-    monkeypatch.setattr(video_io, "_FALLBACK", (".avi", "YYYY"))
+    from dvis_sdk.io import writer as io_writer
+    monkeypatch.setitem(io_writer._WRITE_CODECS, ".mp4", ("ZZZZ",))
+    monkeypatch.setattr(io_writer, "_FALLBACK", (".avi", "YYYY"))
     rc = main(["predict", str(clip), "--model", str(tiny_model_dir), "--out", str(tmp_path), "--save-video",
                "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err.strip()

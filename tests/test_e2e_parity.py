@@ -2,6 +2,8 @@
 load_official_config -> convert_official_state_dict -> build_model -> load_state_dict(strict=True)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 import dvis_sdk
 from conftest import assert_close_ref, load_fixture
 from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.inference.runner import WindowRunner, forward_video, video_inference
 
 E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
        "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50"]
@@ -56,7 +59,8 @@ def test_e2e_intermediates_and_result(name):
     if "in.preprocessed" in io:
         assert_close_ref(images, io["in.preprocessed"], "preprocessed")
     with torch.no_grad():
-        windows = list(model.iter_windows(images))
+        windows = list(WindowRunner(model, images.device, nullcontext, images.shape[-2:], images.shape[-2:],
+                                    cfg.test.window_size, keep_outputs=True).windows(images))
     assert [w.start for w in windows] == [s for s, _ in fx.meta["video"]["windows"]]
     for i, w in enumerate(windows):
         for part, outs in (("segmenter", w.segmenter), ("tracker", w.tracker)):
@@ -72,11 +76,11 @@ def test_e2e_intermediates_and_result(name):
 
     with torch.no_grad():
         if cfg.mode == "offline":
-            inputs = model.refiner_inputs(list(model.iter_windows(images)))
+            inputs = model.refiner_inputs(windows)
             for field in ("instance_embeds", "frame_embeds", "mask_features"):
                 if f"out.refiner_input.{field}" in io:
                     assert_close_ref(inputs[field], io[f"out.refiner_input.{field}"], f"refiner_input.{field}")
-        raw = model(images)
+        raw = forward_video(model, images)
     if cfg.mode == "offline":
         for field in ("pred_logits", "pred_masks", "pred_embds"):
             assert_close_ref(raw[field], io[f"out.refiner.{field}"], f"refiner.{field}")
@@ -84,7 +88,7 @@ def test_e2e_intermediates_and_result(name):
     assert_close_ref(raw["pred_cls"], io["out.postprocess_input.pred_cls"], "pred_cls")
     assert_close_ref(raw["pred_masks"][0], io["out.postprocess_input.pred_masks"], "postprocess pred_masks")
 
-    result = model.inference(video)
+    result = video_inference(model, video)
     assert_same_instances(result.scores, result.labels, result.masks.numpy(),
                           io["out.result.scores"], io["out.result.labels"], io["out.result.masks"].numpy())
     # the official ids are query indices; matched instances must agree on them too

@@ -293,7 +293,7 @@ def _base():
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda r: r[1].update(video_id=99), r"results\[1\]: video_id 99 is not in the ground truth"),
-    (lambda r: r[1].update(category_id=7), r"results\[1\]: category_id 7 is not a ground-truth category"),
+    (lambda r: r[1].update(category_id=[7]), r"results\[1\]: category_id \[7\] is not a category id"),
     (lambda r: r[1]["segmentations"].pop(), r"results\[1\]: 'segmentations' has 2 frames but video 1 has 3"),
     (lambda r: r[0]["segmentations"][2].update(counts=str(r[0]["segmentations"][2]["counts"].encode())),
      r"results\[0\], frame 2: malformed RLE \(counts string is not a valid"),

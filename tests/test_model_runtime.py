@@ -1,6 +1,8 @@
 """Runtime behaviour of the assembled models beyond the fixtures: dtypes, padding, window counts, state."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,11 @@ import torch
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.inference.runner import WindowRunner, forward_video
+
+
+def _runner(model):
+    return WindowRunner(model, torch.device("cpu"), nullcontext, (0, 0), (0, 0), model.cfg.test.window_size)
 
 
 def _segmenter(name="11_e2e_online_r50", **kwargs):
@@ -70,7 +77,7 @@ def test_bf16_module_forward(name):
     model = model.to(torch.bfloat16)
     video = fx.io["in.video_uint8"].permute(0, 3, 1, 2).float()
     with torch.no_grad():
-        out = model(model.preprocess(video).to(torch.bfloat16))
+        out = forward_video(model, model.preprocess(video).to(torch.bfloat16))
     assert torch.isfinite(out["pred_cls"]).all()
 
 
@@ -81,13 +88,13 @@ def test_two_videos_interleaved_match_sequential():
     ia = model.preprocess(torch.from_numpy(a).permute(0, 3, 1, 2).float())
     ib = model.preprocess(torch.from_numpy(b).permute(0, 3, 1, 2).float())
     with torch.no_grad():
-        seq_a = [w.tracker["pred_logits"] for w in model.iter_windows(ia)]
-        seq_b = [w.tracker["pred_logits"] for w in model.iter_windows(ib)]
+        seq_a = [w.tracker["pred_logits"] for w in _runner(model).windows(ia)]
+        seq_b = [w.tracker["pred_logits"] for w in _runner(model).windows(ib)]
         sa = sb = None
         inter_a, inter_b = [], []
         for s in (0, 3):
-            wa = next(model.iter_windows(ia[s:s + 3], state=sa)); sa = wa.state; inter_a.append(wa.tracker["pred_logits"])
-            wb = next(model.iter_windows(ib[s:s + 3], state=sb)); sb = wb.state; inter_b.append(wb.tracker["pred_logits"])
+            wa = model.track_clip(ia[s:s + 3], state=sa); sa = wa.state; inter_a.append(wa.tracker["pred_logits"])
+            wb = model.track_clip(ib[s:s + 3], state=sb); sb = wb.state; inter_b.append(wb.tracker["pred_logits"])
     for x, y in zip(seq_a + seq_b, inter_a + inter_b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 

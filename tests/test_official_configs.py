@@ -229,10 +229,8 @@ def _fixture_configs():
 @pytest.mark.parametrize("name,cfg", _fixture_configs())
 def test_fixture_config_keys_exist_in_the_defaults(name, cfg):
     """The fixtures' cfg dumps were taken from the official cfg: every key must exist in our defaults."""
-    defaults = od.OFFICIAL_DEFAULTS_DVIS if cfg["MODEL"]["META_ARCHITECTURE"] in ("DVIS_online", "DVIS_offline") \
-        else od.OFFICIAL_DEFAULTS
-    if cfg["MODEL"]["META_ARCHITECTURE"].startswith("DVIS_DAQ"):  # DVIS-DAQ: + MODEL.VIDEO_HEAD
-        from dvis_sdk.configs.official_defaults_daq import OFFICIAL_DEFAULTS_DAQ as defaults
+    from dvis_sdk.official import DEFAULTS_BY_FAMILY, META_ARCHS
+    defaults = DEFAULTS_BY_FAMILY[META_ARCHS[cfg["MODEL"]["META_ARCHITECTURE"]][0]]
     missing = [k for k, _ in _leaves(cfg) if ".VIT_ADAPTER.CUSTOM." not in k and _get(defaults, k, _ABSENT) is _ABSENT]
     assert not missing, missing
     # keys no fixture overrides carry the official default value

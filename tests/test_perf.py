@@ -1,4 +1,5 @@
-"""Fast paths (dvis_sdk.perf): switches, agreement of every fast path with the fp32 reference path, optimize_model,
+"""Fast paths (per-module choices, dvis_sdk.models.optimize): choices, agreement of every fast path with the fp32
+reference path, optimize,
 the torch.compile fallback, the measured bf16 error, and a smoke run of benchmarks/speed.py."""
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from torch import nn
 
 import dvis_sdk
 from conftest import assert_close_ref, load_fixture
-from dvis_sdk import perf
+from dvis_sdk.evaluation.agreement import compare_results
+from dvis_sdk.inference.runner import forward_video, video_inference
+from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS
+from dvis_sdk.models.optimize import compile_module, impl_choices, optimize
 from dvis_sdk.convert import convert_official_state_dict, load_official_config
 from dvis_sdk.layers.attention import multi_head_attention
 from dvis_sdk.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_fast
@@ -30,35 +34,34 @@ def _e2e_model(name: str):
     return fx, model, video
 
 
-# ---------------------------------------------------------------------------------------------------- switches
-def test_switches_default_context_and_validation():
-    assert perf.get_fast_paths() == perf.FastPaths(sdpa=True, deform_attn="fast", fp32_sampling=True,
-                                                   pixel_decoder_fp32=True)
-    with perf.fast_paths(sdpa=False) as cur:
-        assert cur.sdpa is False and perf.get_fast_paths().deform_attn == "fast"
-        with perf.reference_paths():
-            assert perf.get_fast_paths() == perf.FastPaths(False, "reference", False)
-        assert perf.get_fast_paths().deform_attn == "fast"
-    assert perf.get_fast_paths().sdpa is True
-    with pytest.raises(ValueError, match="deform_attn"):
-        perf.set_fast_paths(deform_attn="cuda")
-    with pytest.raises(ValueError, match="unknown fast-path"):
-        perf.set_fast_paths(flash=True)
-    with pytest.raises(TypeError, match="sdpa"):
-        perf.set_fast_paths(sdpa="yes")
-    assert perf.get_fast_paths() == perf.FastPaths()
-
-
-def test_optimize_model_override_wins_over_default():
+# ----------------------------------------------------------------------------------------------------- choices
+def test_choices_default_per_module_and_validation():
     m = MSDeformAttn(16, 2, 2, 2)
-    assert perf.resolve(m, "deform_attn") == "fast"
-    perf.optimize_model(m, deform_attn="reference")
-    assert perf.resolve(m, "deform_attn") == "reference"
-    with perf.fast_paths(deform_attn="fast"):
-        assert perf.resolve(m, "deform_attn") == "reference"
-    assert perf.resolve(MSDeformAttn(16, 2, 2, 2), "deform_attn") == "fast"
+    assert m.get_impl() == {"deform_attn": "fast", "fp32_sampling": True}
+    assert MSDeformAttn(16, 2, 2, 2, deform_attn="reference").deform_attn == "reference"
     with pytest.raises(ValueError, match="deform_attn"):
-        perf.optimize_model(m, deform_attn="triton2")
+        m.set_impl(deform_attn="cuda")
+    with pytest.raises(ValueError, match="no implementation choice 'flash'"):
+        m.set_impl(flash=True)
+    with pytest.raises(TypeError, match="fp32_sampling"):
+        m.set_impl(fp32_sampling="yes")
+    assert m.get_impl() == {"deform_attn": "fast", "fp32_sampling": True}  # failed calls changed nothing
+
+
+def test_optimize_changes_only_the_model_it_is_given():
+    """Choices live on the modules of one model: a second model in the same process keeps its own."""
+    m, other = MSDeformAttn(16, 2, 2, 2), MSDeformAttn(16, 2, 2, 2)
+    assert optimize(m, deform_attn="reference") is m
+    assert m.deform_attn == "reference" and other.deform_attn == "fast"
+    optimize(m, deform_attn=None)  # None leaves a choice as it is
+    assert m.deform_attn == "reference"
+    with pytest.raises(ValueError, match="deform_attn"):
+        optimize(m, deform_attn="triton2")
+    _, model, _ = _e2e_model("11_e2e_online_r50")
+    optimize(model, **REFERENCE_PATHS)
+    choices = impl_choices(model)
+    assert choices and all(c == {k: REFERENCE_PATHS[k] for k in c} for c in choices.values())
+    assert all(c == {k: FAST_PATHS[k] for k in c} for c in impl_choices(_e2e_model("11_e2e_online_r50")[1]).values())
 
 
 # ---------------------------------------------------------------------------------------- deformable attention
@@ -130,9 +133,9 @@ def test_module_fast_and_reference_both_match_fixture(name):
     args = (io["in.query"], io["in.reference_points"], io["in.input_flatten"], io["in.input_spatial_shapes"],
             io["in.input_level_start_index"], None)
     outs = {}
-    for impl in perf.DEFORM_ATTN_IMPLS:
-        with perf.fast_paths(deform_attn=impl), torch.no_grad():
-            outs[impl] = m(*args)
+    for impl in DEFORM_ATTN_IMPLS:
+        with torch.no_grad():
+            outs[impl] = m.set_impl(deform_attn=impl)(*args)
         assert_close_ref(outs[impl], io["out.output"], f"{name} {impl}")
     torch.testing.assert_close(outs["fast"], outs["reference"], rtol=0, atol=2e-6 * io["out.output"].abs().max())
 
@@ -152,8 +155,7 @@ def test_fp32_sampling_under_autocast(monkeypatch):
     ref_pts = torch.rand(1, 30, 2, 2)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         m(x, ref_pts, x, shapes)
-        with perf.fast_paths(fp32_sampling=False):
-            m(x, ref_pts, x, shapes)
+        m.set_impl(fp32_sampling=False)(x, ref_pts, x, shapes)
     assert seen[0] == (torch.float32, torch.float32)
     assert torch.bfloat16 in seen[1]
 
@@ -165,7 +167,7 @@ def test_pixel_decoder_fp32_switch_under_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         feats = model.backbone(images)
         mf32, _, ms32 = model.pixel_decoder.forward_features(feats)
-        perf.optimize_model(model, pixel_decoder_fp32=False)
+        optimize(model, pixel_decoder_fp32=False)
         mf16, _, ms16 = model.pixel_decoder.forward_features(feats)
     assert mf32.dtype == torch.float32 and all(m.dtype == torch.float32 for m in ms32)
     assert mf16.dtype == torch.bfloat16
@@ -216,21 +218,20 @@ def test_fast_paths_agree_with_reference_end_to_end(name):
     fx, model, video = _e2e_model(name)
     images = model.preprocess(video)
     with torch.no_grad():
-        with perf.reference_paths():
-            ref = model(images)
-        perf.optimize_model(model)  # defaults: sdpa, fast deformable attention, channels-last for ResNet
-        fast = model(images)
+        ref = forward_video(optimize(model, **REFERENCE_PATHS), images)
+        optimize(model)  # defaults: sdpa, fast deformable attention, channels-last for ResNet
+        fast = forward_video(model, images)
     for key in ("pred_cls", "pred_masks"):
         torch.testing.assert_close(fast[key], ref[key], rtol=0, atol=5e-5 * ref[key].abs().max().item())
         for label, out in (("reference", ref), ("fast", fast)):  # both paths keep parity with the official code
             assert_close_ref(out[key][0] if key == "pred_masks" else out[key],
                              fx.io["out.postprocess_input." + key], f"{label} {key}")
-    a = perf.compare_results(model.inference(video), fx_result(fx))
+    a = compare_results(video_inference(model, video), fx_result(fx))
     assert a.matched == a.total and a.mean_iou > 0.99 and a.same_top
 
 
 def fx_result(fx):
-    from dvis_sdk.inference.postprocess import VISOutput
+    from dvis_sdk.ops.postprocess import VISOutput
 
     io = fx.io
     return VISOutput(scores=io["out.result.scores"], labels=io["out.result.labels"], ids=io["out.result.ids"],
@@ -240,18 +241,18 @@ def fx_result(fx):
 def test_channels_last_toggle_and_state_dict():
     _, model, video = _e2e_model("11_e2e_online_r50")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    perf.optimize_model(model, channels_last=True)
+    optimize(model, channels_last=True)
     w = model.backbone.stem.conv1.weight
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     seen = []
     h = model.backbone.stem.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(
         memory_format=torch.channels_last)))
     with torch.no_grad():
-        model(model.preprocess(video[:2]))
+        forward_video(model, model.preprocess(video[:2]))
     h.remove()
     assert seen == [True]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    perf.optimize_model(model, channels_last=False)
+    optimize(model, channels_last=False)
     assert model.backbone.stem.conv1.weight.is_contiguous()
     assert not model.backbone._forward_pre_hooks
 
@@ -280,7 +281,7 @@ def test_compile_falls_back_to_eager_with_one_warning():
     x = torch.randn(3, 4)
     want = m(x)
     keys = set(m.state_dict())
-    perf.compile_module(m, backend=_failing_backend)
+    compile_module(m, backend=_failing_backend)
     with pytest.warns(RuntimeWarning, match="falling back to eager"):
         got = m(x)
     torch.testing.assert_close(got, want)
@@ -288,13 +289,13 @@ def test_compile_falls_back_to_eager_with_one_warning():
         warnings.simplefilter("error")
         torch.testing.assert_close(m(x), want)  # later calls: eager, silently
     assert set(m.state_dict()) == keys
-    assert perf.compile_module(m) is m  # already wrapped: no double compilation
+    assert compile_module(m) is m  # already wrapped: no double compilation
 
 
 def test_optimize_model_compile_targets_keep_state_dict():
     _, model, _ = _e2e_model("11_e2e_online_r50")
     keys = set(model.state_dict())
-    perf.optimize_model(model, compile=True, compile_kwargs={"backend": _failing_backend})
+    optimize(model, compile=True, compile_kwargs={"backend": _failing_backend})
     assert getattr(model.pixel_decoder.forward_features, "_dvis_compiled", False)
     assert getattr(model.backbone.forward, "_dvis_compiled", False)
     assert set(model.state_dict()) == keys
@@ -306,28 +307,28 @@ def test_bf16_autocast_measured_error():
     fixture: mean mask IoU 0.918, every instance kept; the bound guards against regressions (e.g. a part that
     should stay fp32 drifting into bf16), not the accuracy target for trained weights."""
     _, model, video = _e2e_model("11_e2e_online_r50")
-    perf.optimize_model(model)
+    optimize(model)
     with torch.no_grad():
-        ref = model.inference(video)
+        ref = video_inference(model, video)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model.inference(video)
-    a = perf.compare_results(ref, out)
+            out = video_inference(model, video)
+    a = compare_results(ref, out)
     assert a.matched == a.total == 10
     assert a.mean_iou > 0.88 and a.max_score_diff < 0.05
 
 
 def test_compare_results_counts_missing_instances():
-    from dvis_sdk.inference.postprocess import VISOutput
+    from dvis_sdk.ops.postprocess import VISOutput
 
     masks = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     masks[0, :, :2] = True
     masks[1, :, 2:] = True
     ref = VISOutput(torch.tensor([0.9, 0.5]), torch.tensor([1, 2]), torch.tensor([3, 4]), masks)
-    same = perf.compare_results(ref, ref)
+    same = compare_results(ref, ref)
     assert same.mean_iou == 1.0 and same.matched == 2 and same.same_top
     other = VISOutput(torch.tensor([0.9]), torch.tensor([1]), torch.tensor([3]), masks[:1].clone())
     other.masks[0, :, 0] = False
-    a = perf.compare_results(ref, other)
+    a = compare_results(ref, other)
     assert a.matched == 1 and a.total == 2 and not a.same_top
     assert a.mean_iou == pytest.approx((0.5 + 0.0) / 2)
 
@@ -363,7 +364,6 @@ def test_speed_benchmark_smoke(speed_module, tmp_path, capsys):
 def test_speed_benchmark_vit_offline_reference(speed_module, capsys):
     r = speed_module.main(["--config", "tiny-vit", "--mode", "offline", "--frames", "3", "--no-e2e",
                            "--peak-tflops", "1", "--reference", "--warmup", "0"])
-    assert perf.get_fast_paths() == perf.FastPaths()  # --reference does not leak into the process
     assert r["mode"] == "offline" and r["fast_paths"]["deform_attn"] == "reference"
     for stage in ("backbone", "adapter", "refiner"):
         assert r["stages"][stage]["fps"] > 0 and r["stages"][stage]["gflop_per_frame"] > 0, stage
@@ -387,3 +387,13 @@ def test_speed_benchmark_bad_arguments(speed_module):
         speed_module.main(["--resolution", "big"])
     with pytest.raises(SystemExit, match="fp16"):
         speed_module.main(["--dtype", "fp16", "--device", "cpu"])
+
+
+def test_perf_module_is_a_stateless_deprecated_re_export():
+    import dvis_sdk.perf as perf
+
+    with pytest.warns(DeprecationWarning, match="dvis_sdk.models.optimize.optimize"):
+        assert perf.optimize_model is optimize
+    for removed in ("set_fast_paths", "fast_paths", "reference_paths", "resolve"):
+        with pytest.raises(AttributeError, match="per-model choices"):
+            getattr(perf, removed)

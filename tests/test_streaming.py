@@ -9,8 +9,8 @@ import torch
 
 import dvis_sdk
 from conftest import load_fixture
-from dvis_sdk.inference.runner import InferenceOOMError, encode_window_masks, is_oom
-from dvis_sdk.inference.postprocess import upsample_masks
+from dvis_sdk.inference.runner import InferenceOOMError, encode_window_masks, is_oom, video_inference
+from dvis_sdk.ops.postprocess import upsample_masks
 from dvis_sdk.results import FrameResult, Instance, VideoResult, encode_masks
 
 
@@ -29,7 +29,7 @@ def _key(result):
 
 def _reference(seg, frames):
     """The whole-video path of the model (all mask logits kept until the end, as the official code)."""
-    out = seg.model.inference(torch.from_numpy(frames).permute(0, 3, 1, 2).float())
+    out = video_inference(seg.model, torch.from_numpy(frames).permute(0, 3, 1, 2).float())
     order = torch.argsort(out.scores, descending=True).tolist()
     return [(int(out.ids[k]), int(out.labels[k]), float(out.scores[k]), out.masks[k].numpy()) for k in order]
 
@@ -166,7 +166,8 @@ def test_predict_video_file_time_range(tmp_path):
     path = write_video(tmp_path / "v.mp4", list(_video(20, 64, 96)), fps=10.0)
     res = seg.predict(path, resize=False, start=0.5, end=1.5, stride=2)   # frames 5, 7, ..., 13
     assert res.num_frames == 5 and res.meta["start"] == 0.5 and res.meta["stride"] == 2
-    res.render(tmp_path / "o.mp4", path)   # the overlay uses the same frames
+    from dvis_sdk.visualize import render_video
+    render_video(res, path, tmp_path / "o.mp4")   # the overlay uses the same frames
     from dvis_sdk.inference.video_io import open_video
     assert open_video(tmp_path / "o.mp4").count_exact() == 5
 

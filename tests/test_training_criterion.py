@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dvis_sdk.training.criterion import (
-    SetCriterion, frames_as_images, reid_contrastive_loss, uncertain_point_coords,
+    SetCriterion, frames_as_images, uncertain_point_coords,
 )
 from dvis_sdk.training.matcher import ConsistentMatcher, HungarianMatcher, batch_dice_cost, point_sample
 
@@ -177,14 +177,18 @@ def test_frames_as_images_layout():
     assert len(out["aux_outputs"]) == 1
 
 
-def test_reid_loss_is_low_for_consistent_embeddings():
+def test_segmenter_reid_loss_is_low_for_consistent_embeddings():
+    from dvis_sdk.training.reid import loss_reid
+    from dvis_sdk.training.stages.segmenter import segmenter_items
+
     q, c = 4, 8
     base = torch.eye(q, c) * 5
     embeds = torch.stack([base, base])  # the same embedding per object in both frames
     idx = [(torch.tensor([0, 2]), torch.tensor([0, 1]))] * 2
     ids = [torch.tensor([10, 11])] * 2
-    good = reid_contrastive_loss(embeds, idx, ids)
+    good = loss_reid(segmenter_items(embeds, idx, ids))["loss_reid"]
     swapped = torch.stack([base, base[[2, 1, 0, 3]]])
-    bad = reid_contrastive_loss(swapped, idx, ids)
+    bad = loss_reid(segmenter_items(swapped, idx, ids))["loss_reid"]
     assert good < 0.1 < bad
-    assert reid_contrastive_loss(embeds, idx, [torch.tensor([10, 11]), torch.tensor([12, 13])]) is None
+    # objects never matched in two frames give no item
+    assert segmenter_items(embeds, idx, [torch.tensor([10, 11]), torch.tensor([12, 13])]) == []

@@ -125,6 +125,30 @@ def test_flip_and_resize_keep_masks_on_their_objects(synth):
         assert np.array_equal(got, exp)
 
 
+def test_training_resize_is_the_inference_resize(synth):
+    """Training frames are resized exactly as inference resizes them (PIL bilinear, detectron2's pipeline at train
+    and test time), masks with PIL nearest (detectron2 ``apply_segmentation``)."""
+    from dvis_sdk.inference.preprocess import resize_frame
+    from dvis_sdk.training.datasets import load_frame
+
+    ann_path, frames = synth
+    ds = VideoClipDataset.from_files(ann_path, frames, num_frames=2, frame_range=1, min_sizes=(30,), max_size=64)
+    clip = ds.clip(1, [0, 1], flip=False)
+    video = ds.ann.videos[1]
+    h, w = clip.frames.shape[-2:]
+    assert (h, w) != (video.height, video.width)
+    for k, f in enumerate([0, 1]):
+        expected = resize_frame(load_frame(frames / video.file_names[f]), (h, w))
+        assert np.array_equal(clip.frames[k].permute(1, 2, 0).numpy().astype(np.uint8), expected)
+    _, masks, shapes = render_video((2, 1), CFG)  # (generator seed, video index)
+    native = [masks[[0, 1], j] for j in range(len(shapes)) if masks[[0, 1], j].any()]
+    assert len(native) == len(clip.labels) > 0
+    for got, m in zip(clip.masks.numpy(), native):
+        for k in range(2):
+            pil = np.asarray(Image.fromarray(m[k].astype(np.uint8)).resize((w, h), Image.NEAREST)).astype(bool)
+            assert np.array_equal(got[k], pil)
+
+
 def _write(path: Path, data) -> Path:
     path.write_text(json.dumps(data))
     return path

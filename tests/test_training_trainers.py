@@ -10,6 +10,7 @@ import torch
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.config import BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig, TrackerConfig
 from dvis_sdk.config import TestConfig as _TestConfig  # not a test class
+from dvis_sdk.inference.runner import forward_video
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import DenoisingTrainer
 from dvis_sdk.training.datasets import VideoClipDataset
@@ -50,7 +51,8 @@ def _cfg(**kw):
 
 
 def _fixed_loss(trainer, clips):
-    torch.manual_seed(123)  # same sampled points for both evaluations
+    trainer.draws_generator.manual_seed(123)  # same sampled points (and noise draws) for both evaluations
+    trainer.noise_generator.manual_seed(7) if hasattr(trainer, "noise_generator") else None
     with torch.no_grad():
         return float(sum(trainer.compute_losses(clips).values()))
 
@@ -95,6 +97,46 @@ def _run(trainer_cls, model_fn, data, out, resume_from=None, **kw):
     return tr
 
 
+def test_refiner_resume_restores_the_class_memory(data, tmp_path):
+    def make():
+        torch.manual_seed(0)
+        return RefinerTrainer(build_model(micro_config("offline")), _dataset(data, frames=4, rng=2),
+                              tmp_path / "run", _cfg(iters=2, ckpt_every=1, batch_size=1))
+
+    full = make()
+    full.train()
+    assert full.memory.rows  # the contrastive loss pushed matched embeddings
+    resumed = make()
+    resumed.resume(tmp_path / "run" / "checkpoints" / "iter_0000002")
+    assert sorted(resumed.memory.rows) == sorted(full.memory.rows)
+    for c in full.memory.rows:
+        assert torch.equal(resumed.memory.get(c), full.memory.get(c))
+    assert torch.equal(resumed.draws_generator.get_state(), full.draws_generator.get_state())
+
+
+def test_validation_leaves_the_trained_model_unchanged(data, tmp_path):
+    pytest.importorskip("pycocotools")
+    torch.manual_seed(0)
+    model = build_model(micro_config())
+    tr = DenoisingTrainer(model, _dataset(data, frames=3), tmp_path, _cfg(iters=1, ckpt_every=0),
+                          val=(data[0], data[1]), noise="wa", noise_ratio=0.5)
+    tr.train_step([tr._micro_batch(0, 0)])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    types = {n: type(m) for n, m in model.named_modules()}
+    fwd = {n: type(m).forward for n, m in model.named_modules()}
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    metrics = tr.evaluate()
+    assert "AP" in metrics
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert {n: type(m) for n, m in model.named_modules()} == types
+    assert all("forward" not in vars(m) for m in model.modules())  # no instance-level forward overrides
+    assert {n: type(m).forward for n, m in model.named_modules()} == fwd
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    assert model.tracker.noiser is tr.noiser  # training continues with its noiser
+
+
 @pytest.mark.parametrize("kind", ["segmenter", "tracker"])
 def test_checkpoint_round_trip_and_exact_resume(kind, data, tmp_path):
     cls, kw = (SegmenterTrainer, {"train_batchnorm": True}) if kind == "segmenter" else \
@@ -120,9 +162,9 @@ def test_checkpoint_round_trip_and_exact_resume(kind, data, tmp_path):
     ref = full.inference_model().eval()
     x = torch.rand(2, 3, 32, 64) * 255
     with torch.no_grad():
-        out_a = ref(ref.preprocess(x))["pred_logits"]
-        out_b = seg.model(seg.model.preprocess(x))["pred_logits"]
-    # VideoSegmenter switches on the fast attention paths (dvis_sdk.perf): equal up to float rounding
+        out_a = forward_video(ref, ref.preprocess(x))["pred_logits"]
+        out_b = forward_video(seg.model, seg.model.preprocess(x))["pred_logits"]
+    # VideoSegmenter switches on the fast attention paths (models.optimize): equal up to float rounding
     assert torch.allclose(out_a, out_b, atol=1e-3)
 
 

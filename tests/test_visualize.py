@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from dvis_sdk import Instance, VideoResult
-from dvis_sdk.inference import video_io
-from dvis_sdk.inference.video_io import VideoWriteError, open_video
-from dvis_sdk.visualize import (id_map_frames, load_id_map, render_frame, render_frames, save_id_maps,
+from dvis_sdk.io import writer as io_writer
+from dvis_sdk.io import VideoWriteError, open_video
+from dvis_sdk.visualize import (id_map_frames, load_id_map, render_frame, render_frames, render_video, save_id_maps,
                                 track_color)
 
 T, H, W = 6, 48, 64
@@ -90,7 +90,7 @@ def test_render_errors(result):
 
 
 def test_render_writes_a_video_that_decodes_back(result, tmp_path):
-    path = result.render(tmp_path / "overlay.mp4", frames(), fps=5)
+    path = render_video(result, frames(), tmp_path / "overlay.mp4", fps=5)
     assert path == tmp_path / "overlay.mp4"
     src = open_video(path)
     decoded = [f for _, f in src]
@@ -101,13 +101,13 @@ def test_render_writes_a_video_that_decodes_back(result, tmp_path):
 
 
 def test_codec_fallback_and_clear_error(result, tmp_path, monkeypatch):
-    monkeypatch.setitem(video_io._WRITE_CODECS, ".mp4", ("ZZZZ",))  # an encoder that does not exist
+    monkeypatch.setitem(io_writer._WRITE_CODECS, ".mp4", ("ZZZZ",))  # an encoder that does not exist
     with pytest.warns(UserWarning, match="instead"):
-        path = result.render(tmp_path / "overlay.mp4", frames(), fps=5)
+        path = render_video(result, frames(), tmp_path / "overlay.mp4", fps=5)
     assert path == tmp_path / "overlay.avi" and len(list(open_video(path))) == T
-    monkeypatch.setattr(video_io, "_FALLBACK", (".avi", "YYYY"))
+    monkeypatch.setattr(io_writer, "_FALLBACK", (".avi", "YYYY"))
     with pytest.raises(VideoWriteError, match="no available video codec could write it"):
-        result.render(tmp_path / "again.mp4", frames(), fps=5)
+        render_video(result, frames(), tmp_path / "again.mp4", fps=5)
 
 
 def test_id_maps_round_trip_as_uint16(result, tmp_path):

@@ -2,7 +2,7 @@
 
 >>> from dvis_sdk import VideoSegmenter                                             # doctest: +SKIP
 >>> seg = VideoSegmenter.from_pretrained("dvis++-r50-ovis-online")                  # doctest: +SKIP
->>> summary = seg.predict_folder("videos/", "out/", pattern="*.mp4", recursive=True)  # doctest: +SKIP
+>>> summary = dvis_sdk.predict_folder(seg, "videos/", "out/", pattern="*.mp4", recursive=True)  # doctest: +SKIP
 >>> print(summary.table())                                                          # doctest: +SKIP
 
 See ``docs/batch.md`` for the output layout, resume and failure semantics.

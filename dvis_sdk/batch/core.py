@@ -171,7 +171,7 @@ def _parse_devices(devices: Union[None, str, Sequence[str]]) -> Optional[List[st
 def _check_devices(devices: Sequence[str]) -> None:
     import torch
 
-    from ..inference.predictor import resolve_device
+    from ..runtime import resolve_device
 
     for d in devices:
         dev = resolve_device(d)

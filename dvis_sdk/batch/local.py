@@ -67,8 +67,8 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="dvis-batch-parent-watch", daemon=True).start()
 
 
-def _worker_main(wid: int, model_dir: str, device: str, seg_kwargs: dict, threads: int, opts: BatchOptions,
-                 task_q: Any, msg_q: Any, parent: int) -> None:
+def _worker_main(wid: int, spec: dict, threads: int, opts: BatchOptions, task_q: Any, msg_q: Any,
+                 parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_parent(parent)
     import torch
@@ -77,9 +77,9 @@ def _worker_main(wid: int, model_dir: str, device: str, seg_kwargs: dict, thread
 
     torch.set_num_threads(threads)
     try:
-        seg = VideoSegmenter.from_pretrained(model_dir, device=device, **seg_kwargs)
+        seg = VideoSegmenter.from_spec(spec)
     except Exception as e:  # noqa: BLE001 - reported to the main process, which stops the batch
-        msg_q.put(("fatal", wid, f"worker {wid} ({device}) could not load the model: {e}"))
+        msg_q.put(("fatal", wid, f"worker {wid} ({spec['device']}) could not load the model: {e}"))
         return
     msg_q.put(("ready", wid, os.getpid()))
 
@@ -137,8 +137,9 @@ def run_processes(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, even
     ctx = mp.get_context("spawn")  # fork + torch threads / CUDA is unsafe
     n = len(devices)
     threads = threads or max(1, (os.cpu_count() or 1) // n)
-    seg_kwargs = {"dtype": seg.dtype, "window_size": seg.window_size, "chunk_size": seg.chunk_size}
     model_dir = tempfile.mkdtemp(prefix="dvis-batch-model-")
+    # every setting of the driver's segmenter; the weights exactly as in the driver's memory, through a folder
+    spec = dict(seg.spec(), model={"pretrained": model_dir})
     restarts_left = n + 2 if max_restarts is None else max_restarts
     task_q, msg_q = ctx.Queue(), ctx.Queue()
     by_id = {t.video_id: t for t in tasks}
@@ -148,7 +149,7 @@ def run_processes(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, even
 
     def start(wid: int, device: str) -> None:
         p = ctx.Process(target=_worker_main, name=f"dvis-batch-worker-{wid}", daemon=True,
-                        args=(wid, model_dir, device, seg_kwargs, threads, opts, task_q, msg_q, os.getpid()))
+                        args=(wid, dict(spec, device=device), threads, opts, task_q, msg_q, os.getpid()))
         with _main_not_reimported():
             p.start()
         procs[wid], held[wid] = p, []

@@ -30,18 +30,16 @@ def require_ray() -> Any:
 
 
 class _Worker:
-    """The actor: a VideoSegmenter built from the driver's config + weights (in the object store)."""
+    """The actor: a VideoSegmenter rebuilt from the driver's ``spec()`` and weights (in the object store)."""
 
-    def __init__(self, model: dict, device: str, seg_kwargs: dict, threads: Optional[int], opts: BatchOptions):
+    def __init__(self, spec: dict, state_dict: dict, threads: Optional[int], opts: BatchOptions):
         import torch
 
-        from ..config import DVISConfig
         from ..inference.predictor import VideoSegmenter
 
         if threads:
             torch.set_num_threads(threads)
-        self.seg = VideoSegmenter.from_config(DVISConfig.from_dict(model["config"]), model["state_dict"],
-                                              device=device, **seg_kwargs)
+        self.seg = VideoSegmenter.from_spec(spec, state_dict=state_dict)
         self.opts = opts
         self._infer = threading.Lock()
 
@@ -72,9 +70,10 @@ def run_ray(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, events: Ev
     actors: List[Any] = []
     try:
         sd = {k: v.detach().to("cpu") for k, v in seg.model.state_dict().items()}
-        model_ref = ray.put({"config": seg.cfg.to_dict(), "state_dict": sd})
+        weights_ref = ray.put(sd)
         del sd
-        seg_kwargs = {"dtype": seg.dtype, "window_size": seg.window_size, "chunk_size": seg.chunk_size}
+        # every setting of the driver's segmenter; the weights exactly as in the driver's memory
+        spec = dict(seg.spec(), model={"config": seg.cfg.to_dict()})
         per_actor = 2 if opts.overlap else 1
         for dev in devices:
             gpu = str(dev).startswith("cuda")
@@ -82,7 +81,8 @@ def run_ray(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, events: Ev
             cls = ray.remote(_Worker).options(num_cpus=cpus, num_gpus=1 if gpu else 0, max_restarts=MAX_RESTARTS,
                                               max_task_retries=MAX_TASK_RETRIES, max_concurrency=per_actor)
             # Ray assigns the GPU (CUDA_VISIBLE_DEVICES), so inside the actor it is always "cuda"
-            actors.append(cls.remote(model_ref, "cuda" if gpu else "cpu", seg_kwargs, None if gpu else cpus, opts))
+            actors.append(cls.remote(dict(spec, device="cuda" if gpu else "cpu"), weights_ref, None if gpu else cpus,
+                                     opts))
 
         pending: Deque[VideoTask] = deque(tasks)
         inflight: Dict[Any, Tuple[VideoTask, int]] = {}

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
-from ..results import atomic_open, atomic_write_text
+from ..runtime import atomic_open, atomic_write_text
 from .discover import VideoTask
 
 RESULT_NAME = "results.json"

@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from .discover import VideoTask
 from .store import OVERLAY_NAME, clean_temp_files, result_path
@@ -41,48 +41,20 @@ def new_record(task: VideoTask, opts: BatchOptions, status: str, **fields: Any) 
     return rec
 
 
-def _uses_window_api(seg: Any) -> bool:
-    # The cross-video decode overlap drives VideoSegmenter's window pipeline directly (predict() opens the video
-    # itself, too late to overlap); fall back to predict() if that internal API ever changes.
-    return all(hasattr(seg, n) for n in ("_windows", "_runner", "_run", "_video_result"))
-
-
-def _resume(first: Any, rest: Iterator[Any], on_frames: Optional[OnFrames]) -> Iterator[Any]:
-    """``first`` then ``rest``, counting frames, closing ``rest`` (its decoding thread) when closed early."""
-    try:
-        for item in ([first] if first is not None else []):
-            yield item
-            if on_frames is not None:
-                on_frames(int(item[1].shape[0]))
-        for item in rest:
-            yield item
-            if on_frames is not None:
-                on_frames(int(item[1].shape[0]))
-    finally:
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()
-
-
 class Prepared:
-    """A video opened for inference: its window iterator (decoding already under way) and facts, or the error
-    opening it raised. :meth:`get` returns ``(windows, info)`` or re-raises that error."""
+    """A video opened for inference (``VideoSegmenter.open``: decoding already under way), or the error opening
+    it raised. :meth:`get` returns the :class:`~dvis_sdk.inference.handle.VideoHandle` or re-raises that error."""
 
     def __init__(self) -> None:
-        self._value: Optional[Tuple[Any, dict]] = None
+        self._handle: Any = None
         self._error: Optional[BaseException] = None
-        self._first: Any = None
 
     def _open(self, seg: Any, task: VideoTask, opts: BatchOptions) -> None:
         try:
             if task.kind == "missing":
                 from ..inference.video_io import VideoReadError
                 raise VideoReadError(f"{task.path}: no such file or directory")
-            windows, info = seg._windows(task.path, resize=True, window=seg.window_size, stride=opts.stride,
-                                         max_frames=opts.max_frames, start=None, end=None)
-            # pulling the first window starts the decoding thread, which then keeps a few windows ahead
-            self._first = next(windows, None)
-            self._value = (windows, info)
+            self._handle = seg.open(task.path, stride=opts.stride, max_frames=opts.max_frames)
         except Exception as e:  # noqa: BLE001 - handed to the consumer, which records it
             self._error = e
 
@@ -95,22 +67,18 @@ class Prepared:
     def wait(self) -> None:
         pass
 
-    def get(self, on_frames: Optional[OnFrames] = None) -> Tuple[Iterator[Any], dict]:
+    def get(self) -> Any:
         self.wait()
         if self._error is not None:
             raise self._error
-        assert self._value is not None
-        windows, info = self._value
-        return _resume(self._first, windows, on_frames), info
+        return self._handle
 
     def discard(self) -> None:
         """Stop decoding a video that will not be processed (interrupt)."""
         self.wait()
-        if self._value is not None:
-            close = getattr(self._value[0], "close", None)
-            if close is not None:
-                close()
-            self._value = self._first = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class Opening(Prepared):
@@ -128,37 +96,17 @@ class Opening(Prepared):
 
 def _infer(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optional[Prepared], on_start: Optional[OnStart],
            on_frames: Optional[OnFrames]):
-    import torch
-
-    if not _uses_window_api(seg):
-        if prepared is not None:
-            prepared.discard()
-        if task.kind == "missing":
-            from ..inference.video_io import VideoReadError
-            raise VideoReadError(f"{task.path}: no such file or directory")
-        return seg.predict(task.path, stride=opts.stride, max_frames=opts.max_frames)
-
-    from ..inference.runner import ScoreAccumulator
-    from ..inference.video_io import VideoReadError
-
-    prepared = prepared or Prepared.now(seg, task, opts)
-    windows, info = prepared.get(on_frames)
+    handle = (prepared or Prepared.now(seg, task, opts)).get()
     if on_start is not None:
-        on_start(task, int(info["num_frames"]))
-    # the body of VideoSegmenter.predict, on a video opened ahead of time (tests check both give the same file)
-    with torch.no_grad():
-        runner = seg._runner(info, None, None, use_refiner=True)
-        acc = ScoreAccumulator(seg.cfg.segmenter.num_queries)
-        for w in seg._run(runner, windows, False, info["num_frames"], info["name"]):
-            acc.add(w)
-        if acc.frames == 0:
-            raise VideoReadError(f"{task.path}: no frames to process")
-        return seg._video_result(acc, info, runner, opts.stride, None)
+        on_start(task, int(handle.num_frames))
+    return seg.predict(handle, on_frames=on_frames)
 
 
 def _write_overlay(result: Any, task: VideoTask, folder: Path) -> None:
     tmp = folder / f".overlay.tmp{Path(OVERLAY_NAME).suffix}"
-    written = Path(result.render(tmp, task.path))
+    from ..visualize import render_video
+
+    written = Path(render_video(result, task.path, tmp))
     os.replace(written, folder / f"overlay{written.suffix}")  # .avi when the mp4 encoder is missing
 
 
@@ -187,7 +135,7 @@ def process_video(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optio
             _write_overlay(result, task, folder)
         result.save(folder, video_id=task.video_id)
         return new_record(task, opts, "ok", frames=result.num_frames, instances=len(result),
-                          seconds=round(time.perf_counter() - t0, 3))
+                          seconds=round(time.perf_counter() - t0, 3), segmenter=seg.settings())
     except InferenceOOMError as e:
         error = f"out of memory after {e.frames_done} frames: {_one_line(e)}"
     except (VideoReadError, OSError) as e:

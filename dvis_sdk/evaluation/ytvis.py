@@ -17,13 +17,15 @@ import contextlib
 import io
 import json
 import math
-from collections import defaultdict
+import warnings
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..masks import polygons_to_rle, to_compressed
 from .rle import rle_string_totals
 
 __all__ = ["evaluate_ytvis", "format_table", "EvaluationInputError", "STAT_KEYS", "AREA_RANGES", "MAX_DETS"]
@@ -127,8 +129,6 @@ class _RLEChecker:
         return self._convert_other(seg, video, f"{where}, frame {t}", where, t)
 
     def _convert_other(self, seg: Any, video: _Video, label: str, where: str, t: int) -> Optional[dict]:
-        from pycocotools import mask as mask_util
-
         h, w = video.height, video.width
         if isinstance(seg, Mapping):
             size, counts = seg.get("size"), seg.get("counts")
@@ -151,7 +151,7 @@ class _RLEChecker:
                 if sum(counts) != h * w:
                     raise EvaluationInputError(f"{label}: malformed RLE: counts cover {sum(counts)} pixels, "
                                                f"expected {h}x{w}={h * w}")
-                return mask_util.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
+                return to_compressed({"size": [h, w], "counts": [int(c) for c in counts]})
             raise EvaluationInputError(f"{label}: malformed RLE: counts is {type(counts).__name__}, expected a "
                                        "string (compressed) or a list of integers")
         if isinstance(seg, list):  # polygons (annotation files may use them)
@@ -159,7 +159,7 @@ class _RLEChecker:
             if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                        and all(isinstance(c, (int, float)) for c in p) for p in polys):
                 raise EvaluationInputError(f"{label}: malformed polygon (lists of x, y coordinates, >= 3 points)")
-            return mask_util.merge(mask_util.frPyObjects(polys, h, w))
+            return polygons_to_rle(polys, h, w)
         raise EvaluationInputError(f"{label}: segmentation is {type(seg).__name__}; expected an RLE dict, a "
                                    "polygon list or null")
 
@@ -263,6 +263,7 @@ def _result_entries(data: Any, what: str) -> List[Tuple[str, Mapping[str, Any], 
 
 def _parse_results(data: Any, videos: Mapping[Any, _Video], cats: Mapping[Any, str]) -> List[_Track]:
     tracks, checker = [], _RLEChecker()
+    extra: Dict[Any, int] = Counter()
     for where, e, header in _result_entries(data, "results"):
         if not isinstance(e, Mapping):
             hint = " (pass VideoResult.to_ytvis(video_id) or the saved results.json)" if hasattr(e, "to_ytvis") else ""
@@ -277,17 +278,25 @@ def _parse_results(data: Any, videos: Mapping[Any, _Video], cats: Mapping[Any, s
                 (header.get("height"), header.get("width")) != (video.height, video.width)):
             raise EvaluationInputError(f"{where}: the result is {header.get('height')}x{header.get('width')} but "
                                        f"video {video.id} is {video.height}x{video.width}")
-        if not isinstance(e["category_id"], Hashable) or e["category_id"] not in cats:
-            raise EvaluationInputError(f"{where}: category_id {e['category_id']!r} is not a ground-truth category "
-                                       f"({_describe_ids(cats)})")
+        if not isinstance(e["category_id"], Hashable):
+            raise EvaluationInputError(f"{where}: category_id {e['category_id']!r} is not a category id "
+                                       f"(ground truth: {_describe_ids(cats)})")
         score = e["score"]
         if isinstance(score, bool) or not isinstance(score, (int, float, np.number)) or not math.isfinite(score):
             raise EvaluationInputError(f"{where}: score must be a finite number, got {score!r}")
-        tracks.append(_Track(video.id, e["category_id"], _parse_segmentations(e, video, where, checker),
-                             score=float(score)))
+        segs = _parse_segmentations(e, video, where, checker)
+        if e["category_id"] not in cats:
+            # the official API evaluates the ground truth's categories only (params.catIds): others are ignored
+            extra[e["category_id"]] += 1
+            continue
+        tracks.append(_Track(video.id, e["category_id"], segs, score=float(score)))
         if len(checker.pending) > 100_000:  # check in batches: bounded memory for the numpy decode
             checker.check()
     checker.check()
+    if extra:
+        warnings.warn(f"ignored {sum(extra.values())} result(s) whose category_id is not a ground-truth category "
+                      f"({_describe_ids(extra)}; ground truth: {_describe_ids(cats)}), as the official YouTube-VIS "
+                      "API does", stacklevel=3)
     return tracks
 
 
@@ -390,14 +399,17 @@ def evaluate_ytvis(gt: PathOrData, results: PathOrData, *, per_category: bool = 
             or a list of such per-video files / dicts.
         per_category: also return ``per_category``: ``{category name: AP}`` over the categories of ``gt``.
 
+    Results whose ``category_id`` is not a category of ``gt`` are ignored, as the official API does (it evaluates
+    the ground truth's categories only), with one warning saying how many.
+
     Returns:
         ``{'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl'}`` on a 0-100
         scale (the official API's numbers x 100). A number with nothing to average (e.g. ``APl`` when no object
         is large; the official API prints -1) is NaN.
 
     Raises:
-        EvaluationInputError (a ValueError): malformed input, naming the entry (a result for a video or category
-        not in ``gt``, a segmentation list with the wrong number of frames, a malformed RLE, ...).
+        EvaluationInputError (a ValueError): malformed input, naming the entry (a result for a video not in
+        ``gt``, a segmentation list with the wrong number of frames, a malformed RLE, ...).
         FileNotFoundError: a path that does not exist.
     """
     videos, cats, gt_tracks = _parse_gt(_load_json(gt, "ground truth"))

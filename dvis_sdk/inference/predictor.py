@@ -3,86 +3,79 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
+from ..models.optimize import copy_model
+from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
+from ..runtime import DTYPES, autocast_context, resolve_device
+from .handle import VideoHandle
+from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
+from .video_io import VideoReadError
 
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
 DEFAULT_CHUNK_SIZE = 300
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """"auto" -> cuda if available else cpu; a CUDA request without CUDA is a clear error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available on this machine; "
-                           "use device='cpu' or 'auto'")
-    return dev
-
-
-def _tensor_chunks(x: torch.Tensor, window: int, stride: int, max_frames: Optional[int], start: Optional[float],
-                   end: Optional[float]) -> Tuple[Iterator[Tuple[int, torch.Tensor]], dict]:
-    """Chunks of a (T, 3, H, W) RGB 0..255 tensor with the same range / stride semantics as ``open_video``."""
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"a frame tensor must be (T, 3, H, W) RGB, got shape {tuple(x.shape)}")
-    if x.is_floating_point() and x.numel() and float(x.max()) <= 1.0 + 1e-6 and float(x.max()) > 0:
-        warnings.warn("frame tensor values are all <= 1: frames are expected in 0..255", stacklevel=4)
-    first = int(start or 0)
-    idx = list(range(first, int(end) if end is not None else x.shape[0], stride))[: max_frames]
-    idx = [i for i in idx if i < x.shape[0]]
-
-    def gen():
-        for s in range(0, len(idx), window):
-            yield s, x[idx[s:s + window]].detach().cpu()
-
-    info = dict(height=int(x.shape[2]), width=int(x.shape[3]), num_frames=len(idx), name="tensor", fps=None, path=None,
-                source_index=lambda i: first + i * stride, timestamp=lambda i: None)
-    return gen(), info
+_DTYPES = DTYPES
+_SPEC_KEYS = ("model", "device", "dtype", "window_size", "chunk_size", "mask_buffer_mb", "optimize", "compile")
+_OPEN_DEFAULTS = {"resize": True, "max_frames": None, "stride": 1, "start": None, "end": None}
 
 
 class VideoSegmenter:
-    """Video instance segmentation with a DVIS / DVIS++ model.
+    """Video instance segmentation with a DVIS / DVIS++ / DVIS-DAQ model.
 
     >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
     >>> result = seg.predict(frames)                                                        # doctest: +SKIP
 
     Args:
-        model: an ``OnlineDVIS`` / ``OfflineDVIS`` (usually built by the ``from_*`` constructors).
+        model: an ``OnlineDVIS`` / ``OfflineDVIS`` / ``OnlineDAQ`` / ``OfflineDAQ`` (usually built by the
+            ``from_*`` constructors).
         device: "cpu", "cuda", "cuda:N" or "auto". dtype: "fp32", "fp16" or "bf16" (autocast; scores and mask
             up-sampling stay fp32).
         window_size: frames the segmenter runs at once; chunk_size: offline, frames the refiner sees at once.
         mask_buffer_mb: how much mask logit data ``predict`` holds before it encodes masks window by window.
-        optimize: apply :func:`dvis_sdk.perf.optimize_model` (parity-tested fast paths); compile: also
+        optimize: apply :func:`dvis_sdk.models.optimize.optimize` (parity-tested fast paths); compile: also
             ``torch.compile`` the segmenter (opt-in, slow first call per input shape).
+
+    ``model`` itself is never changed: the segmenter runs a copy of it (``seg.model``).
     """
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
                  window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
                  compile: bool = False, optimize: bool = True):
+        # the segmenter works on its own copy: moving, eval mode, fast paths and compilation never touch the
+        # caller's model (the from_* constructors hand over a model nobody else holds, without a copy)
+        self._setup(copy_model(model), device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
+
+    @classmethod
+    def _owning(cls, model: OnlineDVIS, **kwargs: Any) -> "VideoSegmenter":
+        """A segmenter around ``model`` without copying it: for models built here, that no caller holds."""
+        seg = cls.__new__(cls)
+        seg._setup(model, **kwargs)
+        return seg
+
+    def _setup(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
+               window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
+               compile: bool = False, optimize: bool = True) -> None:
         self.device = resolve_device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
         if dtype == "fp16" and self.device.type == "cpu":
-            warnings.warn("fp16 is not supported on CPU; falling back to fp32", stacklevel=2)
+            warnings.warn("fp16 is not supported on CPU; falling back to fp32", stacklevel=3)
             dtype = "fp32"
         self.dtype = dtype
         self.model = model.to(self.device).eval()
+        self.optimize, self.compile = bool(optimize), bool(compile)
+        self._source: Optional[Dict[str, Any]] = None  # how to load these weights again (see spec())
         if optimize:
-            from ..perf import optimize_model
-
             # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
             # torch.compile only on request: its first call per input shape compiles for a long time
             optimize_model(self.model, compile=compile)
-        self.window_size = window_size or model.cfg.test.window_size
+        self.window_size = window_size or default_window_size(model)
         if self.window_size < 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError("window_size and chunk_size must be >= 1")
         self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
@@ -101,7 +94,7 @@ class VideoSegmenter:
         model = build_model(cfg)
         if state_dict is not None:
             load_state_dict_strict(model, state_dict)
-        return cls(model, **kwargs)
+        return cls._owning(model, **kwargs)
 
     @classmethod
     def from_official(cls, cfg: Union[str, Path, Mapping, DVISConfig], checkpoint: Union[str, Path, Mapping],
@@ -112,7 +105,11 @@ class VideoSegmenter:
 
         config = cfg if isinstance(cfg, DVISConfig) else load_official_config(cfg, mode=mode)
         sd = load_official_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-        return cls.from_config(config, convert_official_state_dict(sd, config), **kwargs)
+        seg = cls.from_config(config, convert_official_state_dict(sd, config), **kwargs)
+        if isinstance(cfg, (str, Path)) and isinstance(checkpoint, (str, Path)):
+            seg._source = {"official": str(Path(cfg).resolve()) if Path(cfg).exists() else str(cfg),
+                           "checkpoint": str(Path(checkpoint).resolve()), "mode": mode}
+        return seg
 
     @classmethod
     def from_pretrained(cls, name_or_path: Optional[Union[str, Path]] = None, mode: Optional[str] = None,
@@ -130,7 +127,51 @@ class VideoSegmenter:
             cfg = _with_mode(cfg, mode)
             if mode == "online":
                 sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
-        return cls.from_config(cfg, sd, **kwargs)
+        seg = cls.from_config(cfg, sd, **kwargs)
+        name = str(name_or_path or default_model_name())
+        local = Path(name).expanduser()
+        # a token is never written into a spec: workers read it from the environment (HF_TOKEN) if needed
+        seg._source = {"pretrained": str(local.resolve()) if local.exists() else name, "mode": mode,
+                       "cache_dir": None if cache_dir is None else str(cache_dir), "revision": revision}
+        return seg
+
+    # ---- spec: every setting, to rebuild this segmenter elsewhere (batch workers, Ray actors) ----------------------
+    def spec(self) -> Dict[str, Any]:
+        """A plain, JSON-able description of this segmenter: every constructor setting and where the weights come
+        from, so that :meth:`from_spec` rebuilds an equivalent one (in another process, on another machine).
+
+        ``spec["model"]`` is ``{"pretrained": name or folder, "mode", "cache_dir", "revision"}`` or ``{"official":
+        yaml, "checkpoint": path, "mode"}`` when the weights were loaded from there, else ``{"config": config dict}``
+        (then give the weights to :meth:`from_spec`: ``state_dict=seg.model.state_dict()``). Replace ``"model"``
+        (e.g. by ``{"pretrained": folder}`` after :meth:`save_pretrained`) or ``"device"`` to place a copy."""
+        return {"model": dict(self._source) if self._source else {"config": self.cfg.to_dict()},
+                "device": str(self.device), "dtype": self.dtype, "window_size": self.window_size,
+                "chunk_size": self.chunk_size, "mask_buffer_mb": self.mask_buffer_mb, "optimize": self.optimize,
+                "compile": self.compile}
+
+    def settings(self) -> Dict[str, Any]:
+        """:meth:`spec` without the model: the inference settings only."""
+        return {k: v for k, v in self.spec().items() if k != "model"}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any],
+                  state_dict: Optional[Mapping[str, torch.Tensor]] = None) -> "VideoSegmenter":
+        """Rebuild a segmenter from :meth:`spec` (``state_dict``: the weights, for a ``{"config": ...}`` model)."""
+        spec = dict(spec)
+        unknown = set(spec) - set(_SPEC_KEYS)
+        if unknown or "model" not in spec:
+            raise ValueError(f"not a VideoSegmenter spec: unknown key(s) {sorted(unknown)}" if unknown else
+                             "not a VideoSegmenter spec: it has no 'model'")
+        model = dict(spec.pop("model"))
+        if "pretrained" in model:
+            return cls.from_pretrained(model.pop("pretrained"), **model, **spec)
+        if "official" in model:
+            return cls.from_official(model.pop("official"), model.pop("checkpoint"), **model, **spec)
+        if "config" in model:
+            if state_dict is None:
+                raise ValueError("this spec's model is a bare config: pass its weights, from_spec(spec, state_dict=...)")
+            return cls.from_config(DVISConfig.from_dict(model["config"]), state_dict, **spec)
+        raise ValueError(f"spec['model'] must have 'pretrained', 'official' or 'config', got keys {sorted(model)}")
 
     def save_pretrained(self, directory: Union[str, Path]) -> Path:
         """Write ``config.json`` + ``model.safetensors``; :meth:`from_pretrained` reads them back."""
@@ -144,49 +185,34 @@ class VideoSegmenter:
         return self.cfg.mode
 
     # ---- frame sources -------------------------------------------------------------------------------------------
-    def _windows(self, frames: Any, *, resize: bool, window: int, stride: int, max_frames: Optional[int],
-                 start: Optional[float], end: Optional[float]) -> Tuple[Iterator[Tuple[int, torch.Tensor]], dict]:
-        """Open ``frames`` lazily; return an iterator of (start index, (t, 3, h, w) float32 0..255 frames at model
-        size) that decodes and resizes in a background thread, and facts about the source."""
-        from .preprocess import resize_frame, resized_shape
-        from .video_io import open_video, prefetch
+    def open(self, frames: Any, resize: bool = True, max_frames: Optional[int] = None, stride: int = 1,
+             start: Optional[float] = None, end: Optional[float] = None,
+             window_size: Optional[int] = None) -> VideoHandle:
+        """Open a video for :meth:`predict` / :meth:`stream` (arguments as :meth:`predict`): decoding and resizing
+        start now, in a background thread, so the next video can decode while this one is in inference."""
+        return VideoHandle(frames, min_size=self.cfg.input.min_size_test, max_size=self.cfg.input.max_size_test,
+                           pin=self.device.type == "cuda", resize=resize, window_size=window_size or self.window_size,
+                           stride=stride, max_frames=max_frames, start=start, end=end)
 
-        if isinstance(frames, torch.Tensor):
-            chunks, info = _tensor_chunks(frames, window, stride, max_frames, start, end)
-        else:
-            src = open_video(frames, stride=stride, max_frames=max_frames, start=start, end=end)
-            info = dict(height=src.height, width=src.width, num_frames=len(src), name=src.name, fps=src.fps,
-                        path=str(src.path) if src.path else None, source_index=src.source_index,
-                        timestamp=src.timestamp)
-            chunks = ((i, torch.from_numpy(c).permute(0, 3, 1, 2)) for i, c in src.iter_chunks(window))
-        h, w = info["height"], info["width"]
-        size = resized_shape(h, w, self.cfg.input.min_size_test, self.cfg.input.max_size_test) if resize else (h, w)
-        info["model_size"] = size
-
-        def prepare(chunks=chunks):
-            for i, x in chunks:
-                if size != (h, w):
-                    arr = x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-                    x = torch.from_numpy(np.stack([resize_frame(f, size) for f in arr])).permute(0, 3, 1, 2)
-                # uint8 until it is on the device: a quarter of the bytes to copy
-                if self.device.type == "cuda":
-                    x = x.pin_memory()
-                yield i, x
-
-        return prefetch(prepare()), info
+    def _handle(self, frames: Any, window_size: Optional[int], **open_args: Any) -> VideoHandle:
+        if not isinstance(frames, VideoHandle):
+            return self.open(frames, window_size=window_size, **open_args)
+        given = [k for k, v in open_args.items() if v != _OPEN_DEFAULTS[k]]
+        if given:
+            raise ValueError(f"{', '.join(given)} of an opened video are set by open(); pass them there")
+        return frames
 
     def _runner(self, info: dict, window_size: Optional[int], chunk_size: Optional[int], use_refiner: bool):
-        from .runner import WindowRunner
-
         return WindowRunner(self.model, self.device, self._autocast, image_size=info["model_size"],
                             output_size=(info["height"], info["width"]), window_size=window_size or self.window_size,
                             chunk_size=chunk_size or self.chunk_size, use_refiner=use_refiner)
 
-    def _run(self, runner, windows, progress: bool, total: Optional[int], desc: str):
+    def _run(self, runner, handle: VideoHandle, progress: bool, on_frames: Optional[Callable[[int], None]]):
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=handle.num_frames, desc=handle.name, unit="frame", leave=False, dynamic_ncols=True)
+        windows = handle.windows(on_frames)
         try:
             for _, x in windows:
                 images = self.model.preprocess(x.to(self.device, non_blocking=True))
@@ -197,20 +223,20 @@ class VideoSegmenter:
         finally:
             if bar is not None:
                 bar.close()
-            close = getattr(windows, "close", None)
-            if close is not None:
-                close()  # stop the decoding thread when the consumer stops early
+            windows.close()  # stop the decoding thread when the consumer stops early
 
     # ---- public API ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, frames: Any, resize: bool = True, max_frames: Optional[int] = None, stride: int = 1,
                 start: Optional[float] = None, end: Optional[float] = None, progress: bool = False,
-                window_size: Optional[int] = None, chunk_size: Optional[int] = None) -> VideoResult:
+                window_size: Optional[int] = None, chunk_size: Optional[int] = None,
+                on_frames: Optional[Callable[[int], None]] = None) -> VideoResult:
         """Segment and track the instances of one video.
 
         Args:
             frames: a video file or a folder of frames (path), a (T, H, W, 3) uint8 RGB array, a list of
-                (H, W, 3) arrays, or a (T, 3, H, W) RGB tensor (0..255).
+                (H, W, 3) arrays, a (T, 3, H, W) RGB tensor (0..255), or a :class:`VideoHandle` from :meth:`open`
+                (then ``resize`` ... ``end`` were given to ``open``).
             resize: resize the shortest edge to the model's test size (official pipeline). ``False`` for frames
                 already at model size.
             max_frames, stride, start, end: read at most ``max_frames`` frames, every ``stride``-th, of the range
@@ -218,29 +244,27 @@ class VideoSegmenter:
             window_size: frames the segmenter runs at once (default: the model's; the result does not depend on it).
             chunk_size: offline mode: frames the refiner sees at once (default :attr:`chunk_size`); a video no
                 longer than it is refined whole, exactly as the official code.
+            on_frames: called with the number of frames of each window once it is through inference.
 
         Memory does not grow with video length except for the run-length-encoded results. On out-of-memory the
         window (then the refiner chunk) is halved; if even one frame does not fit, :class:`InferenceOOMError` is
         raised with ``.partial``: the result of the frames done so far.
         """
-        if self.cfg.variant == "daq":  # DVIS-DAQ: its own whole-clip path for now (not the window runner)
-            from .daq_predict import predict_daq
-            return predict_daq(self, frames, resize=resize, max_frames=max_frames, stride=stride, start=start, end=end)
-        from .runner import InferenceOOMError, ScoreAccumulator
-
-        windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
-                                      max_frames=max_frames, start=start, end=end)
-        runner = self._runner(info, window_size, chunk_size, use_refiner=True)
-        acc = ScoreAccumulator(self.cfg.segmenter.num_queries, buffer_bytes=int(self.mask_buffer_mb * 2**20))
+        handle = self._handle(frames, window_size, resize=resize, max_frames=max_frames, stride=stride, start=start,
+                              end=end)
+        info = handle.info
+        runner = self._runner(info, window_size or handle.window_size, chunk_size, use_refiner=True)
+        acc = ScoreAccumulator(None if runner.final else self.cfg.segmenter.num_queries,
+                               buffer_bytes=int(self.mask_buffer_mb * 2**20))
         try:
-            for w in self._run(runner, windows, progress, info["num_frames"], info["name"]):
+            for w in self._run(runner, handle, progress, on_frames):
                 acc.add(w)
         except InferenceOOMError as e:
-            e.partial = self._video_result(acc, info, runner, stride, start)
+            e.partial = self._video_result(acc, info, runner, handle.stride, handle.start)
             raise
         if acc.frames == 0:
-            raise ValueError(f"{info['name']}: no frames to process (empty range?)")
-        return self._video_result(acc, info, runner, stride, start)
+            raise VideoReadError(f"{info.get('path') or info['name']}: no frames to process (empty range?)")
+        return self._video_result(acc, info, runner, handle.stride, handle.start)
 
     def _video_result(self, acc, info: dict, runner, stride: int, start: Optional[float]) -> VideoResult:
         names = self.cfg.class_names
@@ -265,23 +289,25 @@ class VideoSegmenter:
         time-averaged logits *so far* (the quantity ``predict`` ranks by at the end of the video); instances with
         a score of at least ``score_threshold`` and a non-empty mask are reported, at most ``max_num`` per frame.
         Memory stays constant however long the video is. An offline model streams with its tracker only (no
-        refiner: the refiner needs the whole clip). Use ``window_size=1`` for the lowest latency.
+        refiner: the refiner needs the whole clip). Use ``window_size=1`` for the lowest latency. ``frames``: as
+        :meth:`predict` (a :class:`VideoHandle` from :meth:`open` too). DVIS-DAQ models raise
+        ``NotImplementedError``: their output only exists at the end of the video (use :meth:`predict`).
         """
-        from .runner import ScoreAccumulator, decode
-
-        if self.cfg.variant == "daq":
-            raise NotImplementedError("stream() does not support DVIS-DAQ models yet (a DAQ sequence's score is a mean "
-                                      "over all its frames); use predict()")
-        windows, info = self._windows(frames, resize=resize, window=window_size or self.window_size, stride=stride,
-                                      max_frames=max_frames, start=start, end=end)
-        runner = self._runner(info, window_size, None, use_refiner=False)
+        if callable(getattr(self.model, "finalize", None)):
+            raise NotImplementedError(
+                f"stream() is not available for {'DVIS-DAQ' if self.cfg.variant == 'daq' else self.cfg.variant} models: "
+                "their official output exists only at the end of the video (a sequence's score is the mean over all "
+                "its frames); use predict()")
+        handle = self._handle(frames, window_size, resize=resize, max_frames=max_frames, stride=stride, start=start,
+                              end=end)
+        info = handle.info
+        runner = self._runner(info, window_size or handle.window_size, None, use_refiner=False)
         acc = ScoreAccumulator(self.cfg.segmenter.num_queries, keep_masks=False)
         names = self.cfg.class_names
         h, w = info["height"], info["width"]
-        for res in self._run(runner, windows, progress, info["num_frames"], info["name"]):
+        for res in self._run(runner, handle, progress, None):
             acc.add(res)
-            pred_cls, _ = acc.mean_logits()
-            scores, labels = torch.softmax(pred_cls, -1)[:, :-1].max(-1)
+            scores, labels = acc.query_scores()
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             reported = [q for q in order if float(scores[q]) >= score_threshold]
             rles = res.encode(reported)
@@ -299,17 +325,12 @@ class VideoSegmenter:
                                   timestamp=info["timestamp"](idx))
 
     def _autocast(self):
-        if self.dtype == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.dtype])
+        return autocast_context(self.device, self.dtype)
 
-    def predict_folder(self, src: Any, out_dir: Union[str, Path], **kwargs: Any):
-        """Segment every video of a folder / glob / list file into ``out_dir``: one result per video, a merged
-        YouTube-VIS ``results.json`` and a manifest; resumable and fault-isolated. See
-        :func:`dvis_sdk.batch.predict_folder` (keyword arguments) and ``docs/batch.md``."""
-        from ..batch import predict_folder
-
-        return predict_folder(self, src, out_dir, **kwargs)
+    def predict_folder(self, *args: Any, **kwargs: Any) -> None:
+        """Moved: batch processing lives in :mod:`dvis_sdk.batch` (it uses the predictor, not the reverse)."""
+        raise AttributeError("VideoSegmenter.predict_folder moved to dvis_sdk.predict_folder(seg, src, out_dir, "
+                             "**options) (also dvis_sdk.batch.predict_folder)")
 
 
 def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:

@@ -9,21 +9,53 @@ result equals the official whole-video result; memory grows only with the compac
 
 Offline models refine bounded *chunks* of frames: the tracker carries identities across chunks and the refiner
 sees ``chunk_size`` frames at a time (``chunk_size >= T`` is exactly the official whole-video refinement).
+
+This module holds THE window loop (:meth:`WindowRunner.windows`), the refinement schedule and the out-of-memory
+back-off (:meth:`WindowRunner._backoff`); ``VideoSegmenter.predict`` / ``stream``, :func:`forward_video` and
+:func:`video_inference` (the official whole-video outputs, for parity checks) all go through it.
+
+Step protocol. The runner talks to the model only through these steps, so another backend (an ONNX Runtime
+session, a model with a different tracker) can be run by implementing them:
+
+``segment(images) -> seg``
+    (t, 3, Hp, Wp) normalised padded frames of one window -> per-window outputs (opaque to the runner, handed to
+    ``track`` and, offline, kept for ``refine``).
+``track(seg, state) -> (outputs, state, indices)``
+    ``state=None`` starts a video; the state is whatever the backend carries between windows (opaque here).
+    ``outputs`` holds ``pred_logits`` (1, t, Q, C+1) and, online, ``pred_masks`` (1, Q, t, h, w) at stride 4
+    of the padded input. ``indices``: the backend's matching, only passed through.
+``refine(windows) -> outputs`` (offline models only; its presence makes a model offline)
+    the :class:`~dvis_sdk.models.dvis.WindowOutput` s of consecutive windows -> ``pred_logits`` / ``pred_masks``
+    over all their frames.
+
+``finalize(state, windows) -> outputs`` (optional: models whose output exists only at the end of the video)
+    Its presence makes the runner yield nothing per window: ``track`` only advances the state (its ``outputs``
+    need just ``pred_logits`` (1, t, Q, C+1), to count frames) and :meth:`WindowRunner.finish` calls
+    ``finalize(state, windows)`` once. ``windows``: every tracked :class:`~dvis_sdk.models.dvis.WindowOutput` of
+    the video (segmenter outputs kept) when the model has ``refines_at_end = True`` and the refiner is used, else
+    ``None``. ``outputs``: ``pred_cls`` (n, C+1), the logits each of the ``n`` output rows is ranked by, and
+    ``pred_masks`` (1, n, T, h, w) over all frames (``n`` may vary from video to video, 0 included). DVIS-DAQ
+    uses it: its output rows are the instance sequences of its final state (a sequence's score is the mean over
+    ALL its stored frames), so the state holds every sequence's per-frame mask logits until the end (memory grows
+    with frames x sequences, as in the official code); its offline refiner sees the segmenter outputs of the whole
+    video.
+
+Otherwise the score accumulation assumes every window reports the same ``Q`` queries (one per tracked sequence).
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..models.dvis import OfflineDVIS, OnlineDVIS, WindowOutput
-from ..models.tracker import TrackerState
-from ..results import RLE, decode_rles, encode_masks
-from .postprocess import select_topk, upsample_masks
+from ..masks import RLE, decode_rles, encode_masks
+from ..models.dvis import WindowOutput
+from ..ops.postprocess import VISOutput, class_scores, postprocess_vis, select_topk, upsample_masks
 
 _OOM_TYPES: Tuple[type, ...] = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
                                       torch.cuda.OutOfMemoryError, MemoryError})
@@ -65,6 +97,7 @@ class WindowResult:
     image_size: Tuple[int, int]
     output_size: Tuple[int, int]
     aux_logits: Optional[Tensor] = None
+    outputs: Optional[Dict[str, Tensor]] = None  # the raw step outputs, when the runner keeps them
 
     @property
     def num_frames(self) -> int:
@@ -90,7 +123,7 @@ class ScoreAccumulator:
     encoded for all queries as it arrives so memory stops growing except for the RLE results. Both give the same
     masks."""
 
-    num_queries: int
+    num_queries: Optional[int] = None  # None: taken from the first window (a finalizing model's row count)
     keep_masks: bool = True
     buffer_bytes: int = 1 << 30
     frames: int = 0
@@ -100,6 +133,8 @@ class ScoreAccumulator:
     rles: List[List[Optional[RLE]]] = field(default_factory=list)
 
     def add(self, w: WindowResult) -> None:
+        if self.num_queries is None:
+            self.num_queries = int(w.logits.shape[1])
         s = w.logits.double().sum(0)
         self.logit_sum = s if self.logit_sum is None else self.logit_sum + s
         if w.aux_logits is not None:
@@ -143,9 +178,15 @@ class ScoreAccumulator:
         aux = None if self.aux_sum is None else (self.aux_sum / self.frames).float()
         return (self.logit_sum / self.frames).float(), aux
 
+    def query_scores(self) -> Tuple[Tensor, Tensor]:
+        """Per query, the best class so far and its score (what ``stream`` reports), from the same class scores
+        :meth:`select` ranks."""
+        pred_cls, aux = self.mean_logits()
+        return class_scores(pred_cls, aux).max(-1)
+
     def select(self, max_num: int) -> Tuple[List[float], List[int], List[int]]:
         """The official top-k over queries x classes: (scores, labels, query ids), by decreasing score."""
-        if self.frames == 0:
+        if self.frames == 0 or not self.num_queries:
             return [], [], []
         pred_cls, aux = self.mean_logits()
         scores, labels, queries = select_topk(pred_cls, max_num, aux)
@@ -171,127 +212,217 @@ def encode_window_masks(mask_logits: Tensor, padded_size: Tuple[int, int], image
 
 
 class WindowRunner:
-    """Runs a model over a stream of prepared windows with an explicit tracker state and OOM back-off.
+    """Runs a model (anything with the step protocol of this module) over a stream of prepared windows with an
+    explicit tracker state and OOM back-off.
 
     ``images`` given to :meth:`run` are normalised, padded (t, 3, Hp, Wp) tensors on the model's device.
     On out-of-memory a window is split in halves (the segmenter is per frame and the tracker is sequential, so the
-    result is unchanged) and later windows use the smaller size; at one frame it raises :class:`InferenceOOMError`.
+    result is unchanged) and later windows use the smaller size; a refiner chunk is split the same way. At one
+    frame (one window) it raises :class:`InferenceOOMError`. ``keep_outputs``: results carry the raw step outputs.
     """
 
-    def __init__(self, model: OnlineDVIS, device: torch.device, autocast: Callable[[], object],
+    def __init__(self, model: Any, device: torch.device, autocast: Callable[[], Any],
                  image_size: Tuple[int, int], output_size: Tuple[int, int], window_size: int,
-                 chunk_size: Optional[int] = None, use_refiner: bool = True):
+                 chunk_size: Optional[int] = None, use_refiner: bool = True, keep_outputs: bool = False):
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.model = model
         self.device = device
         self.autocast = autocast
         self.image_size = tuple(image_size)
         self.output_size = tuple(output_size)
         self.window_size = window_size
-        self.offline = isinstance(model, OfflineDVIS) and use_refiner
-        self.chunk_size = max(chunk_size or window_size, window_size) if self.offline else None
-        self.state: Optional[TrackerState] = None
+        self.final = callable(getattr(model, "finalize", None))  # output only at the end (step ``finalize``)
+        refines = getattr(model, "refines_at_end", False) if self.final else callable(getattr(model, "refine", None))
+        self.offline = use_refiner and bool(refines)
+        # a finalizing model refines the whole video at once: there are no chunks
+        self.chunk_size = max(chunk_size or window_size, window_size) if self.offline and not self.final else None
+        self.keep_outputs = keep_outputs
+        self.state: Any = None
         self.frames_done = 0
         self._pending: List[WindowOutput] = []  # offline: tracked windows waiting for the refiner
         self._pending_frames = 0
         self.oom_events = 0
         self._padded: Tuple[int, int] = (0, 0)
 
-    # ---- OOM back-off --------------------------------------------------------------------------------------------
-    def _split_on_oom(self, images: Tensor, fn: Callable[[Tensor], List[WindowOutput]], what: str) -> List[WindowOutput]:
+    # ---- OOM back-off (the one copy) -----------------------------------------------------------------------------
+    def _backoff(self, items: Sequence[Any], fn: Callable[[Sequence[Any]], List[Any]],
+                 shrink: Callable[[Sequence[Any], int], str], fatal: Callable[[], Tuple[str, int]],
+                 round_up: bool = True) -> List[Any]:
+        """``fn(items)``; on out-of-memory, ``fn`` of each half (recursively) after ``shrink(items, len(first
+        half))``, which lowers the size used from now on and returns the warning. One item that does not fit
+        raises :class:`InferenceOOMError` with ``fatal()`` = (message, frames done)."""
         try:
-            return fn(images)
+            return fn(items)
         except Exception as e:  # noqa: BLE001 - only OOM is handled, everything else re-raised
             if not is_oom(e):
                 raise
             del e
         _free_memory(self.device)
         self.oom_events += 1
-        t = images.shape[0]
-        if t == 1:
-            raise InferenceOOMError(
-                f"out of memory in the {what} on frame {self.frames_done} even with a window of 1 frame "
-                f"(input {self.image_size[0]}x{self.image_size[1]} on {self.device}); try dtype='fp16' or 'bf16', "
-                "a smaller input size, device='cpu', or free memory", frames_done=self.frames_done)
-        half = (t + 1) // 2
-        self.window_size = min(self.window_size, half)
-        warnings.warn(f"out of memory with a window of {t} frames on {self.device}; retrying with windows of "
-                      f"{half}", RuntimeWarning, stacklevel=3)
-        return self._split_on_oom(images[:half], fn, what) + self._split_on_oom(images[half:], fn, what)
+        if len(items) == 1:
+            message, done = fatal()
+            raise InferenceOOMError(message, frames_done=done) from None
+        half = (len(items) + round_up) // 2
+        warnings.warn(shrink(items, half), RuntimeWarning, stacklevel=3)
+        return (self._backoff(items[:half], fn, shrink, fatal, round_up)
+                + self._backoff(items[half:], fn, shrink, fatal, round_up))
 
+    # ---- the window loop -----------------------------------------------------------------------------------------
     def _track_window(self, images: Tensor) -> List[WindowOutput]:
         with self.autocast():
             seg = self.model.segment(images)
             trk, state, indices = self.model.track(seg, self.state)
-        if self.offline:
-            trk.pop("pred_masks", None)  # the refiner predicts its own masks
-        else:
-            seg = {}  # mask features are not needed any more: free them now
+        if not self.keep_outputs:
+            if self.offline:
+                trk.pop("pred_masks", None)  # the refiner predicts its own masks
+            else:
+                seg = {}  # mask features are not needed any more: free them now
         self.state = state
         return [WindowOutput(start=self.frames_done, segmenter=seg, tracker=trk, indices=indices, state=state)]
+
+    def _shrink_window(self, images: Tensor, half: int) -> str:
+        self.window_size = min(self.window_size, half)
+        return f"out of memory with a window of {images.shape[0]} frames on {self.device}; retrying with windows of {half}"
+
+    def _window_fatal(self) -> Tuple[str, int]:
+        return (f"out of memory in the segmenter/tracker on frame {self.frames_done} even with a window of 1 frame "
+                f"(input {self.image_size[0]}x{self.image_size[1]} on {self.device}); try dtype='fp16' or 'bf16', "
+                "a smaller input size, device='cpu', or free memory", self.frames_done)
+
+    def windows(self, images: Tensor) -> Iterator[WindowOutput]:
+        """THE window loop: segment and track (t, 3, Hp, Wp) frames ``window_size`` at a time, carrying the tracker
+        state across windows and calls; yields every tracked window (halves of it after an OOM back-off)."""
+        for s in range(0, images.shape[0], self.window_size):
+            win = images[s:s + self.window_size]
+            for w in self._backoff(win, self._track_window, self._shrink_window, self._window_fatal):
+                yield w
+                self.frames_done += w.tracker["pred_logits"].shape[1]
 
     # ---- public --------------------------------------------------------------------------------------------------
     def run(self, images: Tensor) -> Iterator[WindowResult]:
         """Process (t, 3, Hp, Wp) frames; yields results as soon as they are final (online: every window; offline:
         every completed chunk)."""
         self._padded = (int(images.shape[-2]), int(images.shape[-1]))
-        for s in range(0, images.shape[0], self.window_size):
-            win = images[s:s + self.window_size]
-            for w in self._split_on_oom(win, self._track_window, "segmenter/tracker"):
-                n = w.tracker["pred_logits"].shape[1]
+        for w in self.windows(images):
+            if self.final:
                 if self.offline:
-                    w.start = self._pending_frames
-                    self._pending.append(w)
-                    self._pending_frames += n
-                    self.frames_done += n
-                    if self._pending_frames >= self.chunk_size:
-                        yield from self._refine_pending()
-                else:
-                    out = self._online_result(w)
-                    self.frames_done += n
-                    yield out
+                    self._pending.append(w)  # the refiner needs the whole video's segmenter outputs
+                continue
+            if self.offline:
+                w.start = self._pending_frames
+                self._pending.append(w)
+                self._pending_frames += w.tracker["pred_logits"].shape[1]
+                if self._pending_frames >= self.chunk_size:
+                    yield from self._refine_pending(extra=w.tracker["pred_logits"].shape[1])
+            else:
+                yield self._result(self.frames_done, w.tracker["pred_logits"], w.tracker["pred_masks"],
+                                   outputs=w.tracker)
 
     def finish(self) -> Iterator[WindowResult]:
-        """Flush what is still buffered (offline: the last, partial chunk)."""
+        """Flush what is still buffered (offline: the last, partial chunk; a finalizing model: its one result)."""
+        if self.final:
+            if self.state is not None:
+                yield self._finalize()
+            return
         if self.offline and self._pending:
             yield from self._refine_pending()
 
-    def _result(self, start: int, logits: Tensor, mask_logits: Tensor, aux: Optional[Tensor] = None) -> WindowResult:
+    def _result(self, start: int, logits: Tensor, mask_logits: Tensor, aux: Optional[Tensor] = None,
+                outputs: Optional[Dict[str, Tensor]] = None) -> WindowResult:
         return WindowResult(start=start, logits=logits[0].float(), mask_logits=mask_logits[0],
                             padded_size=self._padded, image_size=self.image_size, output_size=self.output_size,
-                            aux_logits=aux)
+                            aux_logits=aux, outputs=outputs if self.keep_outputs else None)
 
-    def _online_result(self, w: WindowOutput) -> WindowResult:
-        return self._result(self.frames_done, w.tracker["pred_logits"], w.tracker["pred_masks"])
+    def _finalize(self) -> WindowResult:
+        windows, self._pending = self._pending, []
+        with self.autocast():
+            out = self.model.finalize(self.state, windows if self.offline else None)
+        frames = int(out["pred_masks"].shape[2])
+        # every frame carries the row's ranking logits: the accumulator's time-mean gives them back exactly
+        logits = out["pred_cls"].float().unsqueeze(0).expand(frames, -1, -1)
+        return WindowResult(start=0, logits=logits, mask_logits=out["pred_masks"][0], padded_size=self._padded,
+                            image_size=self.image_size, output_size=self.output_size,
+                            outputs=out if self.keep_outputs else None)
 
-    def _refine_pending(self) -> Iterator[WindowResult]:
+    # ---- refinement ----------------------------------------------------------------------------------------------
+    def _refine_pending(self, extra: int = 0) -> Iterator[WindowResult]:
+        """Refine the pending windows. ``extra``: frames of the last window that the window loop has not counted
+        yet (it counts a window once the consumer is done with it)."""
         windows, self._pending, self._pending_frames = self._pending, [], 0
-        start = self.frames_done - sum(w.tracker["pred_logits"].shape[1] for w in windows)
-        yield from self._refine(windows, start)
+        start = self.frames_done + extra - sum(_frames(w) for w in windows)
+        chunks = [start]
 
-    def _refine(self, windows: List[WindowOutput], start: int) -> Iterator[WindowResult]:
-        model: OfflineDVIS = self.model  # type: ignore[assignment]
-        try:
+        def refine(ws: Sequence[WindowOutput]) -> List[WindowResult]:
             with self.autocast():
-                refined = model.refiner(**model.refiner_inputs(windows))
-        except Exception as e:  # noqa: BLE001
-            if not is_oom(e):
-                raise
-            del e
-            _free_memory(self.device)
-            self.oom_events += 1
-            if len(windows) == 1:
-                raise InferenceOOMError(
-                    f"out of memory in the refiner at frame {start} even for one window; try a smaller window_size, "
-                    "dtype='fp16' or 'bf16', mode='online', or device='cpu'", frames_done=start) from None
-            half = len(windows) // 2
-            self.chunk_size = max(self.window_size, sum(w.tracker["pred_logits"].shape[1] for w in windows[:half]))
-            warnings.warn(f"out of memory refining {len(windows)} windows; refining in chunks of {self.chunk_size} "
-                          "frames from now on", RuntimeWarning, stacklevel=3)
-            yield from self._refine(windows[:half], start)
-            yield from self._refine(windows[half:], start + sum(w.tracker["pred_logits"].shape[1] for w in windows[:half]))
-            return
-        online = torch.cat([w.tracker["pred_logits"] for w in windows], dim=1)[0].float()
-        yield self._result(start, refined["pred_logits"], refined["pred_masks"], online)
+                refined = self.model.refine(list(ws))
+            online = torch.cat([w.tracker["pred_logits"] for w in ws], dim=1)
+            out = self._result(chunks[0], refined["pred_logits"], refined["pred_masks"], online[0].float(),
+                               outputs=dict(refined, online_pred_logits=online))
+            chunks[0] += sum(_frames(w) for w in ws)
+            return [out]
+
+        def shrink(ws: Sequence[WindowOutput], half: int) -> str:
+            self.chunk_size = max(self.window_size, sum(_frames(w) for w in ws[:half]))
+            return (f"out of memory refining {len(ws)} windows; refining in chunks of {self.chunk_size} frames "
+                    "from now on")
+
+        def fatal() -> Tuple[str, int]:
+            return (f"out of memory in the refiner at frame {chunks[0]} even for one window; try a smaller "
+                    "window_size, dtype='fp16' or 'bf16', mode='online', or device='cpu'", chunks[0])
+
+        # halves rounded down here (a window is split rounded up), as the refiner back-off always did
+        yield from self._backoff(windows, refine, shrink, fatal, round_up=False)
+
+
+def _frames(w: WindowOutput) -> int:
+    return int(w.tracker["pred_logits"].shape[1])
+
+
+# ---- whole-video helpers (the official model outputs, through the same loop) -----------------------------------
+def forward_video(model: Any, images: Tensor, window_size: Optional[int] = None) -> Dict[str, Tensor]:
+    """The official whole-video raw outputs of (T, 3, Hp, Wp) preprocessed frames, through :class:`WindowRunner`
+    (the whole video refined at once). Online: the tracker's ``pred_logits`` (1, T, Q, C+1) / ``pred_masks``
+    (1, Q, T, h, w); offline: the refiner's (+ ``pred_embds``) and the tracker's ``online_pred_logits``; both:
+    ``pred_cls`` (Q, C+1), the time-averaged logits the post-processing ranks by (offline also ``aux_pred_cls``)."""
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    runner = WindowRunner(model, images.device, contextlib.nullcontext, image_size=size, output_size=size,
+                          window_size=window_size or default_window_size(model), chunk_size=int(images.shape[0]),
+                          keep_outputs=True)
+    outs = [r.outputs for r in list(runner.run(images)) + list(runner.finish())]
+    if runner.final:  # the model's own whole-video read-out (see the step ``finalize``)
+        return outs[0]
+    pred_logits = torch.cat([o["pred_logits"] for o in outs], dim=1)
+    result = {"pred_logits": pred_logits, "pred_masks": torch.cat([o["pred_masks"] for o in outs], dim=2)}
+    if runner.offline:
+        online = torch.cat([o["online_pred_logits"] for o in outs], dim=1)
+        result.update(pred_embds=torch.cat([o["pred_embds"] for o in outs], dim=2), online_pred_logits=online,
+                      aux_pred_cls=online[0].float().mean(0))
+    result["pred_cls"] = pred_logits[0].float().mean(0)
+    return result
+
+
+@torch.no_grad()
+def video_inference(model: Any, frames: Tensor, output_size: Optional[Tuple[int, int]] = None,
+                    window_size: Optional[int] = None, max_num: Optional[int] = None) -> VISOutput:
+    """Official VIS inference on (T, 3, H, W) RGB 0..255 frames already at model size (dense masks: for parity
+    checks and short clips; :class:`dvis_sdk.VideoSegmenter` is the bounded-memory path)."""
+    image_size = tuple(frames.shape[-2:])
+    images = model.preprocess(frames)
+    out = forward_video(model, images, window_size)
+    if out["pred_cls"].shape[0] == 0:  # a finalizing model may have no output row at all
+        h, w = output_size or image_size
+        return VISOutput(scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long),
+                         ids=torch.zeros(0, dtype=torch.long),
+                         masks=torch.zeros((0, frames.shape[0], h, w), dtype=torch.bool))
+    return postprocess_vis(out["pred_cls"], out["pred_masks"][0], tuple(images.shape[-2:]), image_size,
+                           output_size or image_size, max_num or model.cfg.test.max_num,
+                           aux_pred_cls=out.get("aux_pred_cls"))
+
+
+def default_window_size(model: Any) -> int:
+    """The model's own window (``default_window_size``, e.g. DVIS-DAQ's official 5) or its config's."""
+    return int(getattr(model, "default_window_size", None) or model.cfg.test.window_size)
 
 
 def decode(rle: RLE) -> np.ndarray:

@@ -3,7 +3,7 @@
 Parameter names follow Mask2Former (``self_attn``, ``multihead_attn``, ``linear1``/``linear2``,
 ``norm``) so official checkpoints load without renaming. Attention holds an ``nn.MultiheadAttention``
 because its packed ``in_proj_weight`` layout is what the checkpoints hold; with the ``sdpa`` fast path
-(:mod:`dvis_sdk.perf`, on by default) :func:`multi_head_attention` runs it directly on
+(:mod:`dvis_sdk.layers.impl`, on by default, per layer) :func:`multi_head_attention` runs it directly on
 ``F.scaled_dot_product_attention``, otherwise the module itself is called (reference path).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import perf
+from .impl import ImplChoices
 
 
 def with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
@@ -71,9 +71,9 @@ def multi_head_attention(mha: nn.MultiheadAttention, query: Tensor, key: Tensor,
     return F.linear(out, mha.out_proj.weight, mha.out_proj.bias).view(tgt_len, bsz, embed)
 
 
-def _attend(layer: nn.Module, mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+def _attend(layer: "ImplChoices", mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
             attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
-    if perf.resolve(layer, "sdpa"):
+    if layer.sdpa:
         return multi_head_attention(mha, query, key, value, attn_mask, key_padding_mask)
     if attn_mask is not None and attn_mask.dim() == 4:
         # (B, 1|heads, L, S) -> nn.MultiheadAttention's (B*heads, L, S)
@@ -82,11 +82,14 @@ def _attend(layer: nn.Module, mha: nn.MultiheadAttention, query: Tensor, key: Te
                need_weights=False)[0]
 
 
-class SelfAttentionLayer(nn.Module):
+class SelfAttentionLayer(ImplChoices, nn.Module):
     """Post-norm self-attention: norm(x + attn(x + pos, x + pos, x)). Sequences are (L, B, C)."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+    impl_choices = ("sdpa",)
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, sdpa: bool = True):
         super().__init__()
+        self.sdpa = sdpa
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
@@ -98,11 +101,14 @@ class SelfAttentionLayer(nn.Module):
         return self.norm(tgt + self.dropout(out))
 
 
-class CrossAttentionLayer(nn.Module):
+class CrossAttentionLayer(ImplChoices, nn.Module):
     """Post-norm cross-attention: norm(tgt + attn(tgt + query_pos, memory + pos, memory))."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+    impl_choices = ("sdpa",)
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, sdpa: bool = True):
         super().__init__()
+        self.sdpa = sdpa
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
@@ -115,12 +121,15 @@ class CrossAttentionLayer(nn.Module):
         return self.norm(tgt + self.dropout(out))
 
 
-class ReferringCrossAttentionLayer(nn.Module):
+class ReferringCrossAttentionLayer(ImplChoices, nn.Module):
     """Cross-attention whose residual is a separate ``identity`` tensor (DVIS trackers):
     norm(identity + attn(query + query_pos, key + pos, value))."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+    impl_choices = ("sdpa",)
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, sdpa: bool = True):
         super().__init__()
+        self.sdpa = sdpa
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)

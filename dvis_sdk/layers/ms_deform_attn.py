@@ -6,7 +6,7 @@ level (offsets divided by (W_l, H_l)), sampled with ``grid_sample`` (bilinear, z
 ``align_corners=False``), and the attention softmax runs jointly over levels x points.
 
 Two implementations: :func:`ms_deform_attn` (the reference: one ``grid_sample`` per level, as the official
-fallback) and :func:`ms_deform_attn_fast` (the default, see :mod:`dvis_sdk.perf`: one weighted gather over all
+fallback) and :func:`ms_deform_attn_fast` (the default, a per-module choice, see :mod:`dvis_sdk.layers.impl`: one weighted gather over all
 levels, points and bilinear corners). ``MSDeformAttn`` picks one through the ``deform_attn`` switch.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import perf
+from ..runtime import autocast_enabled
+from .impl import ImplChoices, check_choice
 
 
 def _shape_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
@@ -120,7 +121,7 @@ def ms_deform_attn_fast(
     return out.view(n, len_q, n_heads * head_dim)
 
 
-class MSDeformAttn(nn.Module):
+class MSDeformAttn(ImplChoices, nn.Module):
     """Multi-scale deformable attention module with the official parameter names.
 
     ``ratio`` is accepted for signature compatibility with the ViT-Adapter and deliberately
@@ -129,8 +130,13 @@ class MSDeformAttn(nn.Module):
     carry weights of that shape.
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, ratio: float = 1.0):
+    impl_choices = ("deform_attn", "fp32_sampling")
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, ratio: float = 1.0,
+                 deform_attn: str = "fast", fp32_sampling: bool = True):
         super().__init__()
+        self.deform_attn = check_choice("deform_attn", deform_attn)
+        self.fp32_sampling = check_choice("fp32_sampling", fp32_sampling)
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model = d_model
@@ -180,13 +186,13 @@ class MSDeformAttn(nn.Module):
         if reference_points.shape[-1] != 2:
             raise ValueError(f"reference_points must end in 2 (x, y), got shape {tuple(reference_points.shape)}")
         device_type = query.device.type
-        if perf.autocast_enabled(device_type) and perf.resolve(self, "fp32_sampling"):
+        if self.fp32_sampling and autocast_enabled(device_type):
             # Where to sample is the numerically fragile part: keep it out of half precision.
             with torch.autocast(device_type, enabled=False):
                 locations, weights = self._sampling(query.float(), reference_points.float(), input_spatial_shapes)
         else:
             locations, weights = self._sampling(query, reference_points, input_spatial_shapes)
-        if perf.resolve(self, "deform_attn") == "fast":
+        if self.deform_attn == "fast":
             out = ms_deform_attn_fast(value, input_spatial_shapes, locations, weights)
         else:
             out = ms_deform_attn(value, input_spatial_shapes, locations, weights)

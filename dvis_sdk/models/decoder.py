@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dvis_sdk import perf
-from dvis_sdk.layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
+from ..layers.impl import ImplChoices
+from ..runtime import autocast_cast
+from ..layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
 
 __all__ = ["VideoMaskedAttentionDecoder"]
 
@@ -35,7 +36,7 @@ def _c2_xavier_fill(module: nn.Module) -> None:
         nn.init.constant_(module.bias, 0)
 
 
-class VideoMaskedAttentionDecoder(nn.Module):
+class VideoMaskedAttentionDecoder(ImplChoices, nn.Module):
     """Mask2Former masked-attention decoder applied per frame, with the DVIS / DVIS++ output heads.
 
     Args:
@@ -55,7 +56,10 @@ class VideoMaskedAttentionDecoder(nn.Module):
         num_reid_head_layers: layers of the DVIS++ re-id MLP (0: identity, no keys). Ignored for ``"dvis"``.
         reid_hidden_dim: hidden width of the re-id MLP. Ignored for ``"dvis"``.
         num_feature_levels: number of multi-scale inputs (always 3 in the official code).
+        sdpa: the ``sdpa`` fast path (:mod:`dvis_sdk.layers.impl`) for the decoder and its attention layers.
     """
+
+    impl_choices = ("sdpa",)
 
     def __init__(
         self,
@@ -74,8 +78,10 @@ class VideoMaskedAttentionDecoder(nn.Module):
         num_reid_head_layers: int = 3,
         reid_hidden_dim: int = 256,
         num_feature_levels: int = 3,
+        sdpa: bool = True,
     ):
         super().__init__()
+        self.sdpa = sdpa
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
         if pre_norm:
@@ -94,9 +100,9 @@ class VideoMaskedAttentionDecoder(nn.Module):
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
 
         self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(hidden_dim, nheads) for _ in range(dec_layers))
+            SelfAttentionLayer(hidden_dim, nheads, sdpa=sdpa) for _ in range(dec_layers))
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(hidden_dim, nheads) for _ in range(dec_layers))
+            CrossAttentionLayer(hidden_dim, nheads, sdpa=sdpa) for _ in range(dec_layers))
         self.transformer_ffn_layers = nn.ModuleList(
             FFNLayer(hidden_dim, dim_feedforward) for _ in range(dec_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
@@ -190,10 +196,10 @@ class VideoMaskedAttentionDecoder(nn.Module):
 
         predictions_class: List[Tensor] = []
         predictions_mask: List[Tensor] = []
-        per_head = not perf.resolve(self, "sdpa")
+        per_head = not self.sdpa
         # Under autocast the (fp32) mask features would be cast for each of the num_layers + 1 mask einsums;
         # casting once gives the same numbers.
-        head_features = perf.autocast_cast(mask_features)
+        head_features = autocast_cast(mask_features)
         outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, head_features, size_list[0],
                                                                                per_head)
         predictions_class.append(outputs_class)

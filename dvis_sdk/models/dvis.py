@@ -1,19 +1,21 @@
-"""The DVIS / DVIS++ meta-architectures: segmenter + referring tracker (+ temporal refiner), window loop.
+"""The DVIS / DVIS++ meta-architectures, composition only: segmenter + referring tracker (+ temporal refiner).
 
-``OnlineDVIS`` runs backbone, pixel decoder and decoder on a window of frames at a time and hands each
-window to the tracker, whose state is carried explicitly from window to window. ``OfflineDVIS`` also
-collects what the refiner needs from every window and refines the whole clip at the end.
+A model exposes the steps of the data path and no loop: :meth:`OnlineDVIS.segment` (one window of frames ->
+decoder outputs), :meth:`OnlineDVIS.track` (one window's outputs + the explicit tracker state -> tracked outputs,
+new state) and, offline, :meth:`OfflineDVIS.refine` (tracked windows -> refined outputs). The window loop, the
+refinement schedule and out-of-memory back-off live once, in :mod:`dvis_sdk.inference.runner`
+(``forward_video`` / ``video_inference`` give the official whole-video outputs).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..config import DVISConfig
-from ..inference.postprocess import VISOutput, postprocess_vis
+from ..ops.preprocess import normalize_and_pad
 from .backbones import build_backbone
 from .decoder import VideoMaskedAttentionDecoder
 from .pixel_decoder import MSDeformAttnPixelDecoder
@@ -88,46 +90,21 @@ class OnlineDVIS(nn.Module):
         out.pop("aux_outputs", None)
         return out, state, indices
 
-    def iter_windows(self, images: Tensor, window_size: Optional[int] = None,
-                     state: Optional[TrackerState] = None) -> Iterator[WindowOutput]:
-        """Yield one :class:`WindowOutput` per window of ``window_size`` frames (official window inference).
-        Pass the last window's ``state`` to continue a video across calls."""
-        window_size = window_size or self.cfg.test.window_size
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
-        for start in range(0, images.shape[0], window_size):
-            seg = self.segment(images[start:start + window_size])
-            trk, state, indices = self.track(seg, state)
-            yield WindowOutput(start=start, segmenter=seg, tracker=trk, indices=indices, state=state)
+    def track_clip(self, images: Tensor, state: Optional[TrackerState] = None, start: int = 0) -> WindowOutput:
+        """:meth:`segment` then :meth:`track` on ONE window of frames (no loop; ``state=None`` starts a video)."""
+        seg = self.segment(images)
+        trk, state, indices = self.track(seg, state)
+        return WindowOutput(start=start, segmenter=seg, tracker=trk, indices=indices, state=state)
 
-    # --- whole video ----------------------------------------------------------------------------
-    def forward(self, images: Tensor, window_size: Optional[int] = None) -> Dict[str, Tensor]:
-        """Raw video outputs: ``pred_logits`` (1, T, Q, C+1) and ``pred_masks`` (1, Q, T, h, w) of the tracker,
-        and ``pred_cls`` (Q, C+1), the time-averaged logits the post-processing ranks by."""
-        logits, masks = [], []
-        for w in self.iter_windows(images, window_size):
-            logits.append(w.tracker["pred_logits"])
-            masks.append(w.tracker["pred_masks"])
-        pred_logits = torch.cat(logits, dim=1)
-        return {"pred_logits": pred_logits, "pred_masks": torch.cat(masks, dim=2),
-                "pred_cls": pred_logits[0].float().mean(0)}
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} has no whole-video forward: run it with "
+                        "dvis_sdk.inference.runner.forward_video(model, images) (raw outputs) or video_inference("
+                        "model, frames) / dvis_sdk.VideoSegmenter; training calls segment / track / refine")
 
     def preprocess(self, frames: Tensor) -> Tensor:
         """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded to the size divisibility."""
-        from ..inference.preprocess import normalize_and_pad
         return normalize_and_pad(frames.to(self.pixel_mean.device), self.cfg.input.pixel_mean,
                                  self.cfg.input.pixel_std, self.cfg.input.size_divisibility)
-
-    @torch.no_grad()
-    def inference(self, frames: Tensor, output_size: Optional[Tuple[int, int]] = None,
-                  window_size: Optional[int] = None, max_num: Optional[int] = None) -> VISOutput:
-        """Official VIS inference on (T, 3, H, W) RGB 0..255 frames already at model size."""
-        image_size = tuple(frames.shape[-2:])
-        images = self.preprocess(frames)
-        out = self(images, window_size)
-        return postprocess_vis(out["pred_cls"], out["pred_masks"][0], tuple(images.shape[-2:]), image_size,
-                               output_size or image_size, max_num or self.cfg.test.max_num,
-                               aux_pred_cls=out.get("aux_pred_cls"))
 
 
 class OfflineDVIS(OnlineDVIS):
@@ -151,19 +128,10 @@ class OfflineDVIS(OnlineDVIS):
             frame = self.tracker.frame_forward(torch.cat([w.segmenter["pred_embds"] for w in windows], dim=2))
         return {"instance_embeds": instance, "frame_embeds": frame, "mask_features": mask_features}
 
-    def forward(self, images: Tensor, window_size: Optional[int] = None) -> Dict[str, Tensor]:
-        """Raw outputs: the refiner's ``pred_logits`` (1, T, Q, C+1) / ``pred_masks`` (1, Q, T, h, w), the tracker's
-        ``online_pred_logits`` (1, T, Q, C+1), and the time-averaged ``pred_cls`` / ``aux_pred_cls`` (Q, C+1)."""
-        windows = []
-        for w in self.iter_windows(images, window_size):
-            w.tracker.pop("pred_masks", None)  # the refiner predicts its own masks
-            windows.append(w)
-        online_logits = torch.cat([w.tracker["pred_logits"] for w in windows], dim=1)
-        refined = self.refiner(**self.refiner_inputs(windows))
-        return {"pred_logits": refined["pred_logits"], "pred_masks": refined["pred_masks"],
-                "pred_embds": refined["pred_embds"], "online_pred_logits": online_logits,
-                "pred_cls": refined["pred_logits"][0].float().mean(0),
-                "aux_pred_cls": online_logits[0].float().mean(0)}
+    def refine(self, windows: List[WindowOutput]) -> Dict[str, Tensor]:
+        """The refiner over tracked windows (consecutive, of one video): ``pred_logits`` (1, T, Q, C+1),
+        ``pred_masks`` (1, Q, T, h, w), ``pred_embds``."""
+        return self.refiner(**self.refiner_inputs(windows))
 
 
 def build_model(cfg: DVISConfig) -> OnlineDVIS:

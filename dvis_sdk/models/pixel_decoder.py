@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import perf
 from ..layers.conv import Conv2d, get_norm
+from ..layers.impl import ImplChoices
 from ..layers.ms_deform_attn import MSDeformAttn
 from ..layers.position_encoding import PositionEmbeddingSine
 
@@ -165,7 +165,7 @@ def _shape_spec(spec: Any) -> Tuple[int, int]:
     return int(channels), int(stride)
 
 
-class MSDeformAttnPixelDecoder(nn.Module):
+class MSDeformAttnPixelDecoder(ImplChoices, nn.Module):
     """Mask2Former pixel decoder: deformable encoder on ``transformer_in_features`` + FPN up to ``common_stride``.
 
     Args:
@@ -176,7 +176,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_nheads: encoder heads (official: cfg MASK_FORMER.NHEADS, not the DEFORMABLE_* keys).
         transformer_dim_feedforward: encoder FFN width (official: hard-coded 1024 in ``from_config``).
         transformer_in_features: features fed to the encoder; n_points: deformable points (official: 4).
+        pixel_decoder_fp32: run with autocast disabled, in fp32, as the official code (see
+            :mod:`dvis_sdk.layers.impl`; ``False`` lets autocast reach the convolutions and linear layers).
     """
+
+    impl_choices = ("pixel_decoder_fp32",)
 
     def __init__(
         self,
@@ -191,8 +195,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: Sequence[str] = ("res3", "res4", "res5"),
         common_stride: int = 4,
         n_points: int = 4,
+        pixel_decoder_fp32: bool = True,
     ):
         super().__init__()
+        self.pixel_decoder_fp32 = pixel_decoder_fp32
         shapes = sorted(((k, _shape_spec(v)) for k, v in input_shape.items()), key=lambda kv: kv[1][1])
         self.in_features: List[str] = [k for k, _ in shapes]  # fine -> coarse ("res2" ... "res5")
         self.feature_strides: List[int] = [s for _, (_, s) in shapes]
@@ -263,11 +269,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         """
         # The official runs this under autocast(enabled=False) and casts the inputs to float32, the
         # dtype of its weights; casting to the parameter dtype is the same in fp32 and lets a module
-        # cast to bf16 run in bf16. The perf switch pixel_decoder_fp32=False (opt-in) leaves autocast on
+        # cast to bf16 run in bf16. The choice pixel_decoder_fp32=False (opt-in) leaves autocast on
         # instead (the deformable sampling itself stays fp32 through the fp32_sampling switch).
         dtype = self.mask_features.weight.dtype
         device_type = self.mask_features.weight.device.type
-        keep_fp32 = perf.resolve(self, "pixel_decoder_fp32")
+        keep_fp32 = self.pixel_decoder_fp32
         with torch.autocast(device_type=device_type, enabled=False) if keep_fp32 else contextlib.nullcontext():
             srcs, pos = [], []
             for idx, name in enumerate(self.transformer_in_features[::-1]):  # coarse -> fine

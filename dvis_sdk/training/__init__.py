@@ -9,9 +9,12 @@
 See ``docs/training.md``.
 """
 from .datasets import Clip, DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks
+from .config import PRESETS, TrainConfig, preset
+from .draws import Draws, ReplayDraws
+from .loop import Trainer
 from .noise import NOISE_MODES, QueryNoiser, apply_noise, attach_noiser
-from .trainers import DenoisingTrainer, RefinerTrainer, SegmenterTrainer, TrainConfig, Trainer
+from .stages import DenoisingTrainer, RefinerTrainer, SegmenterTrainer
 
 __all__ = ["Clip", "DatasetError", "VideoClipDataset", "YTVISAnnotations", "convert_png_masks", "NOISE_MODES",
            "QueryNoiser", "apply_noise", "attach_noiser", "DenoisingTrainer", "RefinerTrainer", "SegmenterTrainer",
-           "TrainConfig", "Trainer"]
+           "TrainConfig", "Trainer", "PRESETS", "preset", "Draws", "ReplayDraws"]

@@ -1,5 +1,5 @@
 """Set criterion of Mask2Former / DVIS: matched class cross-entropy (no-object weight), point-sampled mask BCE + dice,
-deep supervision over the decoder layers; plus the DVIS++ re-identification contrastive loss.
+deep supervision over the decoder layers (the DVIS++ contrastive loss is in :mod:`.reid`).
 
 Official weights (``MASK_FORMER.{CLASS,MASK,DICE}_WEIGHT``, ``NO_OBJECT_WEIGHT``, ``TRAIN_NUM_POINTS``,
 ``OVERSAMPLE_RATIO``, ``IMPORTANCE_SAMPLE_RATIO``): 2, 5, 5, 0.1, 12544, 3.0, 0.75; every decoder layer is
@@ -7,16 +7,16 @@ weighted the same.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .draws import Draws
 from .matcher import HungarianMatcher, Indices, point_sample
 
-__all__ = ["SetCriterion", "uncertain_point_coords", "dice_loss", "sigmoid_ce_loss", "frames_as_images",
-           "reid_contrastive_loss"]
+__all__ = ["SetCriterion", "uncertain_point_coords", "dice_loss", "sigmoid_ce_loss", "frames_as_images"]
 
 
 def dice_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor:
@@ -34,13 +34,16 @@ def sigmoid_ce_loss(inputs: Tensor, targets: Tensor, num_masks: float) -> Tensor
 
 def uncertain_point_coords(logits: Tensor, num_points: int, oversample_ratio: float,
                            importance_sample_ratio: float,
-                           uncertainty: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
-    """PointRend training points for (R, 1, h, w) mask logits: ``importance_sample_ratio * num_points`` of the most
-    uncertain (``-|logit|``) among ``oversample_ratio * num_points`` random ones, the rest uniformly random.
-    Returns (R, num_points, 2) in [0, 1]."""
+                           uncertainty: Optional[Callable[[Tensor], Tensor]] = None,
+                           draws: Optional[Draws] = None) -> Tensor:
+    """PointRend training points for (R, 1, h, w) mask logits (detectron2
+    ``get_uncertain_point_coords_with_randomness``): ``importance_sample_ratio * num_points`` of the most uncertain
+    (``-|logit|``, in ``topk`` order) among ``oversample_ratio * num_points`` candidates, then the uniformly random
+    rest. ``draws`` serves the candidates and the rest (default: fresh draws). Returns (R, num_points, 2) in [0, 1]."""
+    draws = draws if draws is not None else Draws()
     r = logits.shape[0]
     n_sampled = max(int(num_points * oversample_ratio), num_points)
-    coords = torch.rand(r, n_sampled, 2, device=logits.device)
+    coords = draws.point_candidates(r, n_sampled).to(logits.device)
     point_logits = point_sample(logits, coords)
     u = uncertainty(point_logits) if uncertainty is not None else -point_logits.abs()
     n_uncertain = int(importance_sample_ratio * num_points)
@@ -49,7 +52,7 @@ def uncertain_point_coords(logits: Tensor, num_points: int, oversample_ratio: fl
     idx = idx + n_sampled * torch.arange(r, device=logits.device)[:, None]
     coords = coords.view(-1, 2)[idx.view(-1)].view(r, n_uncertain, 2)
     if n_random > 0:
-        coords = torch.cat([coords, torch.rand(r, n_random, 2, device=logits.device)], dim=1)
+        coords = torch.cat([coords, draws.point_random(r, n_random).to(logits.device)], dim=1)
     return coords
 
 
@@ -74,17 +77,23 @@ class SetCriterion(nn.Module):
     ``pred_masks`` (N, Q, T, h, w), optional ``aux_outputs``), ``targets`` N dicts (``labels``, ``masks``, and
     whatever the matcher needs). With ``matcher_outputs`` (e.g. the segmenter's predictions re-ordered as the
     tracker's queries), the matching is computed once on them and used for every layer; otherwise every layer is
-    matched on its own. Returns ``(losses, indices)``: weighted losses ``loss_ce``, ``loss_mask``, ``loss_dice``
-    (last layer) and ``..._{i}`` for the auxiliary layers; ``indices`` of the last layer's matching.
+    matched on its own. ``num_masks`` (default: the number of targets) divides the mask and dice sums; several
+    clips of one batch pass the mean over clips, as the official all-reduce over processes does.
+    Returns ``(losses, indices)``: weighted losses ``loss_ce``, ``loss_mask``, ``loss_dice`` (last layer) and
+    ``..._{i}`` for the auxiliary layers; ``indices`` is the matching computed last (official
+    ``ret_match_result``): the shared one with ``matcher_outputs``, else the last auxiliary layer's.
+    ``draws`` (:class:`~dvis_sdk.training.draws.Draws`) serves the point sampler's random points and, when no
+    ``matcher`` is given, the matcher's.
     """
 
     def __init__(self, num_classes: int, matcher: Optional[HungarianMatcher] = None, *, class_weight: float = 2.0,
                  mask_weight: float = 5.0, dice_weight: float = 5.0, no_object_weight: float = 0.1,
                  num_points: int = 12544, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75,
-                 deep_supervision: bool = True):
+                 deep_supervision: bool = True, draws: Optional[Draws] = None):
         super().__init__()
         self.num_classes = num_classes
-        self.matcher = matcher or HungarianMatcher(class_weight, mask_weight, dice_weight, num_points)
+        self.draws = draws if draws is not None else Draws()
+        self.matcher = matcher or HungarianMatcher(class_weight, mask_weight, dice_weight, num_points, self.draws)
         self.weights = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
@@ -120,7 +129,8 @@ class SetCriterion(nn.Module):
         src = src.flatten(0, 1)[:, None].float()  # (n*T, 1, h, w)
         tgt = tgt.flatten(0, 1)[:, None].float()
         with torch.no_grad():
-            coords = uncertain_point_coords(src, self.num_points, self.oversample_ratio, self.importance_sample_ratio)
+            coords = uncertain_point_coords(src, self.num_points, self.oversample_ratio, self.importance_sample_ratio,
+                                            draws=self.draws)
             labels = point_sample(tgt, coords).squeeze(1)
         logits = point_sample(src, coords).squeeze(1)
         return sigmoid_ce_loss(logits, labels, num_masks), dice_loss(logits, labels, num_masks)
@@ -133,46 +143,17 @@ class SetCriterion(nn.Module):
                 f"loss_dice{suffix}": dice * self.weights["loss_dice"]}
 
     def forward(self, outputs: Mapping[str, object], targets: Sequence[Mapping[str, Tensor]],
-                matcher_outputs: Optional[Mapping[str, Tensor]] = None) -> Tuple[Dict[str, Tensor], Indices]:
+                matcher_outputs: Optional[Mapping[str, Tensor]] = None,
+                num_masks: Optional[float] = None) -> Tuple[Dict[str, Tensor], Indices]:
         match_on = matcher_outputs if matcher_outputs is not None else outputs
         indices = self.matcher(match_on, targets)  # type: ignore[arg-type]
-        num_masks = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
+        if num_masks is None:
+            num_masks = float(sum(len(t["labels"]) for t in targets))
+        num_masks = max(float(num_masks), 1.0)
         losses = self._layer_losses(outputs, targets, indices, num_masks, "")  # type: ignore[arg-type]
         if self.deep_supervision:
             for i, aux in enumerate(outputs.get("aux_outputs") or []):  # type: ignore[union-attr]
-                idx = indices if matcher_outputs is not None else self.matcher(aux, targets)
-                losses.update(self._layer_losses(aux, targets, idx, num_masks, f"_{i}"))
+                if matcher_outputs is None:
+                    indices = self.matcher(aux, targets)
+                losses.update(self._layer_losses(aux, targets, indices, num_masks, f"_{i}"))
         return losses, indices
-
-
-def reid_contrastive_loss(embeds: Tensor, frame_indices: Sequence[Tuple[Tensor, Tensor]],
-                          target_ids: Sequence[Tensor]) -> Optional[Tensor]:
-    """Contrastive loss on per-frame query embeddings of one clip (the DVIS++ / CTVIS re-id supervision).
-
-    ``embeds`` (T, Q, C); ``frame_indices[t]`` the (query, target) matching of frame t; ``target_ids[t]`` the
-    track id of each target of frame t. For every object matched in two consecutive frames, its query in the
-    later frame is the anchor, its query in the earlier frame the positive and every other query of the earlier
-    frame a negative: ``log(1 + sum exp(s_neg - s_pos))`` on dot products, plus the squared error between the
-    cosine similarities and the 0/1 labels. Returns None when no object is matched twice.
-    """
-    terms: List[Tensor] = []
-    aux: List[Tensor] = []
-    for t in range(1, embeds.shape[0]):
-        prev_q = {int(target_ids[t - 1][j]): int(q) for q, j in zip(*frame_indices[t - 1])}
-        for q, j in zip(*frame_indices[t]):
-            tid = int(target_ids[t][j])
-            if tid not in prev_q:
-                continue
-            anchor = embeds[t, int(q)]
-            pos = prev_q[tid]
-            order = [pos] + [k for k in range(embeds.shape[1]) if k != pos]
-            cand = embeds[t - 1, order]  # (Q, C), positive first
-            dots = cand @ anchor
-            terms.append(torch.logsumexp(F.pad(dots[1:] - dots[0], (1, 0)), 0))  # log(1 + sum exp(neg - pos))
-            cos = F.normalize(cand, dim=-1) @ F.normalize(anchor, dim=0)
-            label = torch.zeros_like(cos)
-            label[0] = 1
-            aux.append(((cos - label) ** 2).mean())
-    if not terms:
-        return None
-    return torch.stack(terms).mean() + torch.stack(aux).mean()

@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..inference.preprocess import resized_shape
+from ..ops.preprocess import resize_frame, resized_shape
+from ..masks import decode_rles, encode_mask, polygons_to_rle
 from ..inference.video_io import IMAGE_EXTENSIONS, natural_sort_key
 
 __all__ = ["DatasetError", "YTVISAnnotations", "VideoClipDataset", "Clip", "decode_segmentation",
@@ -46,25 +47,17 @@ def decode_segmentation(seg: Any, height: int, width: int) -> Optional[np.ndarra
     """One frame's segmentation (RLE dict, uncompressed RLE, polygon list or None) -> (H, W) bool or None."""
     if seg is None:
         return None
-    from pycocotools import mask as mask_util
-
     if isinstance(seg, dict):
         if "counts" not in seg or "size" not in seg:
             raise ValueError("an RLE segmentation needs 'counts' and 'size'")
         if list(seg["size"]) != [height, width]:
             raise ValueError(f"RLE size {seg['size']} != video size [{height}, {width}]")
-        rle = seg
-        if isinstance(seg["counts"], list):
-            rle = mask_util.frPyObjects(seg, height, width)
-        elif isinstance(seg["counts"], str):
-            rle = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
-        return mask_util.decode(rle).astype(bool)
+        return decode_rles(seg)
     if isinstance(seg, list):
         polys = [p for p in seg if len(p) >= 6]
         if not polys:
             return np.zeros((height, width), bool)
-        rles = mask_util.frPyObjects(polys, height, width)
-        return mask_util.decode(mask_util.merge(rles)).astype(bool)
+        return decode_rles(polygons_to_rle(polys, height, width))
     raise ValueError(f"unsupported segmentation of type {type(seg).__name__} (expected an RLE dict or polygons)")
 
 
@@ -210,6 +203,15 @@ def load_frame(path: Path) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- clips
+def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """(H, W) mask -> bool (h, w), PIL nearest (detectron2's ``apply_segmentation``; OpenCV's nearest samples
+    pixel corners instead of centres and shifts the mask by up to a pixel)."""
+    from PIL import Image
+
+    h, w = size
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.NEAREST)).astype(bool)
+
+
 @dataclass
 class Clip:
     """One training clip.
@@ -334,14 +336,13 @@ class VideoClipDataset:
             if img.shape[:2] != (video.height, video.width):
                 raise DatasetError(f"frame {video.file_names[f]} is {img.shape[1]}x{img.shape[0]} but video {video.id} "
                                    f"is declared {video.width}x{video.height}")
-            if (h, w) != img.shape[:2]:
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
-            frames.append(img)
+            # the inference resize (PIL bilinear, as the official pipeline at train and test time): no mismatch
+            frames.append(resize_frame(img, (h, w)))
         frames_np = np.stack(frames)
         if masks.shape[0] and (h, w) != masks.shape[-2:]:
             n, t = masks.shape[:2]
             flat = masks.reshape(n * t, *masks.shape[2:]).astype(np.uint8)
-            masks = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in flat]).astype(bool)
+            masks = np.stack([resize_mask(m, (h, w)) for m in flat])
             masks = masks.reshape(n, t, h, w)
         elif not masks.shape[0]:
             masks = np.zeros((0, len(frames_idx), h, w), bool)
@@ -381,8 +382,6 @@ def convert_png_masks(frames_dir: PathLike, masks_dir: PathLike, out_json: PathL
     ``class * 1000 + instance`` encoding); or ``{object id: name}`` for every video; or
     ``{video name: {object id: name}}``. Returns the path written.
     """
-    from pycocotools import mask as mask_util
-
     frames_dir, masks_dir, out_json = Path(frames_dir), Path(masks_dir), Path(out_json)
     for d, what in ((frames_dir, "frames"), (masks_dir, "masks")):
         if not d.is_dir():
@@ -441,8 +440,7 @@ def convert_png_masks(frames_dir: PathLike, masks_dir: PathLike, out_json: PathL
                 if obj == 0:
                     continue
                 m = ids == obj
-                rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
-                rle["counts"] = rle["counts"].decode("ascii")
+                rle = encode_mask(m, text=True)
                 tracks.setdefault(int(obj), [None] * len(frames))[t] = rle
                 areas.setdefault(int(obj), [None] * len(frames))[t] = float(m.sum())
         vid = len(videos) + 1

@@ -7,13 +7,15 @@ each target is matched in the first frame where it is visible and keeps that que
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from .draws import Draws
 
 __all__ = ["point_sample", "batch_sigmoid_ce_cost", "batch_dice_cost", "HungarianMatcher", "ConsistentMatcher"]
 
@@ -49,22 +51,24 @@ class HungarianMatcher:
     ``outputs``: ``pred_logits`` (B, Q, K+1) and ``pred_masks`` (B, Q, T, h, w) mask logits;
     ``targets``: B dicts with ``labels`` (M,) and ``masks`` (M, T, H, W) (any resolution: points are sampled in
     normalised coordinates). Returns B pairs (query indices, target indices), sorted by query.
-    Official weights: class 2, mask 5, dice 5, 12544 points.
+    Official weights: class 2, mask 5, dice 5, 12544 points. ``draws`` serves the point set of each cost matrix
+    (:class:`~dvis_sdk.training.draws.Draws`; default fresh draws from torch's global RNG).
     """
 
     def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
-                 num_points: int = 12544):
+                 num_points: int = 12544, draws: Optional[Draws] = None):
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
             raise ValueError("all matching costs are 0")
         self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
         self.num_points = int(num_points)
+        self.draws = draws if draws is not None else Draws()
 
     @torch.no_grad()
     def cost_matrix(self, logits: Tensor, masks: Tensor, labels: Tensor, tgt_masks: Tensor) -> Tensor:
         """logits (Q, K+1), masks (Q, T, h, w), labels (M,), tgt_masks (M, T, H, W) -> cost (Q, M), float32 CPU."""
         prob = logits.float().softmax(-1)
         cost_class = -prob[:, labels.to(prob.device)]
-        coords = torch.rand(1, self.num_points, 2, device=masks.device)
+        coords = self.draws.matcher_points(self.num_points).to(masks.device)
         out = point_sample(masks.float(), coords.expand(masks.shape[0], -1, -1)).flatten(1)
         tgt = tgt_masks.to(device=masks.device, dtype=torch.float32)
         tgt = point_sample(tgt, coords.expand(tgt.shape[0], -1, -1)).flatten(1)
@@ -99,8 +103,8 @@ class ConsistentMatcher(HungarianMatcher):
     """
 
     def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
-                 num_points: int = 12544, frames: int = 5):
-        super().__init__(cost_class, cost_mask, cost_dice, num_points)
+                 num_points: int = 12544, frames: int = 5, draws: Optional[Draws] = None):
+        super().__init__(cost_class, cost_mask, cost_dice, num_points, draws)
         self.frames = int(frames)
 
     @torch.no_grad()

@@ -11,10 +11,12 @@ object from its reference (the previous frame's output):
 * ``"none"``: unchanged.
 
 ``j = sigma(i)`` for one random permutation ``sigma`` of the N queries (as the official noiser, ``j`` may equal
-``i``). Each noised slot gets a target: the index of the query it is now mostly made of (weight >= 0.5 /
-the larger share of the channels / the permuted index). The official tracker makes that index the slot's
-query for the next frame's matching and re-orders the segmenter's predictions by it, so the loss matching
-follows the noise; :class:`QueryNoiser` plugs this into :class:`dvis_sdk.models.tracker.DVISPlusTracker`.
+``i``). Each noised slot gets an index: the query it is now mostly made of (weight >= 0.5 / the larger share
+of the channels / the permuted index). The official tracker takes that index as the slot's reference for the next
+frame and re-orders the segmenter's predictions by it (which only steers the early-phase matching). The slot's
+loss target does not follow the noise: the consistent matcher keeps every object in the slot it was matched to
+in its first visible frame, so a noised slot must recover its own object from its reference.
+:class:`QueryNoiser` plugs this into :class:`dvis_sdk.models.tracker.DVISPlusTracker`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .draws import Draws
 
 __all__ = ["NOISE_MODES", "apply_noise", "canonical_mode", "QueryNoiser", "attach_noiser"]
 
@@ -41,7 +45,7 @@ def canonical_mode(mode: str) -> str:
 
 
 def apply_noise(queries: Tensor, mode: str, generator: Optional[torch.Generator] = None, *,
-                ratio: float = 1.0) -> Tuple[Tensor, Tensor]:
+                ratio: float = 1.0, draws: Optional[Draws] = None) -> Tuple[Tensor, Tensor]:
     """Noise a set of N queries.
 
     Args:
@@ -51,10 +55,12 @@ def apply_noise(queries: Tensor, mode: str, generator: Optional[torch.Generator]
         generator: a CPU ``torch.Generator``; the result is a pure function of its state and the input.
         ratio: probability that the set is noised at all (the official ``NOISE_RATIO`` draws once per frame);
             with the default 1.0 no decision is drawn.
+        draws: where the random numbers come from (:class:`~dvis_sdk.training.draws.Draws`; default
+            ``Draws(generator)``): the decision, the permutation, the weights / split points.
 
     Returns:
         ``(noised, targets)``: ``noised`` has the shape and dtype of ``queries``; ``targets`` is an int64 (N,)
-        tensor on the queries' device, the original query each slot must now track (``arange(N)`` when not
+        tensor on the queries' device, the query each slot is now mostly made of (``arange(N)`` when not
         noised).
     """
     if queries.dim() not in (2, 3):
@@ -64,23 +70,24 @@ def apply_noise(queries: Tensor, mode: str, generator: Optional[torch.Generator]
     mode = canonical_mode(mode)
     n, c = queries.shape[0], queries.shape[-1]
     device = queries.device
+    draws = draws if draws is not None else Draws(generator)
     identity = torch.arange(n, dtype=torch.int64)
-    if mode == "none" or n == 0 or (ratio < 1.0 and not bool(torch.rand(1, generator=generator) < ratio)):
+    if mode == "none" or n == 0 or (ratio < 1.0 and not draws.noise_decision() < ratio):
         return queries.clone(), identity.to(device)
 
-    perm = torch.randperm(n, generator=generator)
+    perm = draws.noise_permutation(n)
     other = queries[perm.to(device)]
     extra = (1,) * (queries.dim() - 1)  # broadcast a per-slot value over (B,) C
     if mode == "shuffle":
         return other, perm.to(device)
     if mode == "weighted_average":
-        alpha = torch.rand(n, generator=generator)
+        alpha = draws.noise_weights(n)
         a = alpha.to(device=device, dtype=queries.dtype).view(n, *extra)
         noised = queries * a + other * (1.0 - a)
         targets = torch.where(alpha >= 0.5, identity, perm)
         return noised, targets.to(device)
     # crop_concat: the first k_i channels from Q_i, the rest from Q_sigma(i)
-    k = torch.randint(0, c, (n,), generator=generator)
+    k = draws.noise_split(n, c)
     keep = (torch.arange(c)[None, :] < k[:, None])  # (N, C)
     if queries.dim() == 3:
         keep = keep[:, None, :]
@@ -102,20 +109,21 @@ class QueryNoiser:
     """
 
     def __init__(self, mode: str = "weighted_average", ratio: float = 0.5,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None, draws: Optional[Draws] = None):
         self.mode = canonical_mode(mode)
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"noise ratio must be in [0, 1], got {ratio}")
         self.ratio = float(ratio)
         self.generator = generator
+        self.draws = draws if draws is not None else Draws(generator)
         self.num_calls = 0
         self.num_noised = 0
 
     def __call__(self, matched: Tensor, embeds_no_norm: Tensor) -> Tuple[Tensor, Tensor]:
         self.num_calls += 1
-        if self.mode != "none" and bool(torch.rand(1, generator=self.generator) < self.ratio):
+        if self.mode != "none" and self.draws.noise_decision() < self.ratio:
             self.num_noised += 1
-            noised, targets = apply_noise(embeds_no_norm, self.mode, self.generator)
+            noised, targets = apply_noise(embeds_no_norm, self.mode, draws=self.draws)
             return targets.unsqueeze(0).expand(matched.shape[0], -1).to(matched.device), noised
         index = matched.t().unsqueeze(-1).expand(-1, -1, embeds_no_norm.shape[-1])
         return matched, torch.gather(embeds_no_norm, 0, index)
@@ -125,10 +133,11 @@ class QueryNoiser:
 
 
 def attach_noiser(tracker: torch.nn.Module, mode: str, ratio: float,
-                  generator: Optional[torch.Generator] = None) -> Optional[QueryNoiser]:
+                  generator: Optional[torch.Generator] = None,
+                  draws: Optional[Draws] = None) -> Optional[QueryNoiser]:
     """Install a :class:`QueryNoiser` on a DVIS++ tracker (``mode="none"`` removes any). Returns it."""
     if not hasattr(tracker, "noiser"):
         raise TypeError(f"{type(tracker).__name__} has no noiser hook (only the DVIS++ tracker is trained with noise)")
-    noiser = None if canonical_mode(mode) == "none" else QueryNoiser(mode, ratio, generator)
+    noiser = None if canonical_mode(mode) == "none" else QueryNoiser(mode, ratio, generator, draws)
     tracker.noiser = noiser
     return noiser

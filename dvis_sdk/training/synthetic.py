@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ..masks import encode_mask
+
 __all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
            "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
 
@@ -109,6 +111,13 @@ PRESETS: Dict[str, SyntheticConfig] = {
     "occlusion": SyntheticConfig(min_objects=5, max_objects=8, radius_range=(0.1, 0.2), speed_range=(1.5, 5.0),
                                  same_colour_prob=0.8, same_kind_prob=0.6, crossing_prob=0.7,
                                  late_start_prob=0.25, early_end_prob=0.2, fly_through_prob=0.1),
+    # look-alike objects: one class per video, (nearly) one colour, similar sizes, paths aimed at each other so
+    # they cross and hide each other, some flying through the frame (leaving it) or appearing late. Only motion
+    # and depth order tell them apart: association is genuinely hard (the denoising study's data)
+    "lookalike": SyntheticConfig(width=160, height=120, num_frames=24, min_objects=3, max_objects=5,
+                                 radius_range=(0.15, 0.19), speed_range=(2.0, 5.0), same_kind_prob=1.0,
+                                 same_colour_prob=0.9, crossing_prob=0.85, late_start_prob=0.25,
+                                 early_end_prob=0.15, fly_through_prob=0.2),
 }
 
 
@@ -256,14 +265,6 @@ def render_video(seed: Union[int, Sequence[int]], cfg: Optional[SyntheticConfig]
     return frames, masks, shapes
 
 
-def _encode_rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_util
-
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def masks_to_ytvis_annotations(masks: np.ndarray, category_ids: Sequence[int], video_id: int, first_ann_id: int
                                ) -> List[dict]:
     """(T, N, H, W) bool masks -> YouTube-VIS annotation dicts (RLE per frame, ``None`` where empty).
@@ -282,7 +283,7 @@ def masks_to_ytvis_annotations(masks: np.ndarray, category_ids: Sequence[int], v
                 areas.append(None)
                 continue
             ys, xs = np.nonzero(m)
-            segs.append(_encode_rle(m))
+            segs.append(encode_mask(m, text=True))
             boxes.append([float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                           float(ys.max() - ys.min() + 1)])
             areas.append(float(m.sum()))

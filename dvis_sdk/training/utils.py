@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.backbones.resnet import FrozenBatchNorm2d
+from ..ops.preprocess import pad_clips  # noqa: F401 - re-exported: the one normalise-and-pad
 
 __all__ = ["unfreeze_batchnorm", "freeze_batchnorm", "export_state_dict", "param_groups", "pad_clips",
            "get_rng_state", "set_rng_state"]
@@ -89,23 +90,6 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_mult
                 p_wd = weight_decay_embed
             groups.setdefault((p_lr, p_wd), []).append(p)
     return [{"params": ps, "lr": lr_, "initial_lr": lr_, "weight_decay": wd} for (lr_, wd), ps in groups.items()]
-
-
-def pad_clips(frames: Sequence[Tensor], pixel_mean: Sequence[float], pixel_std: Sequence[float],
-              size_divisibility: int = 32) -> Tensor:
-    """Normalise clips (each (t, 3, h, w) RGB 0..255, sizes may differ) and zero-pad them (after normalising, as
-    detectron2's ImageList) to one size divisible by ``size_divisibility``: (B*t, 3, Hp, Wp)."""
-    hp = max(f.shape[-2] for f in frames)
-    wp = max(f.shape[-1] for f in frames)
-    d = max(size_divisibility, 1)
-    hp, wp = -(-hp // d) * d, -(-wp // d) * d
-    mean = torch.as_tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.as_tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
-    out = []
-    for f in frames:
-        x = (f.float() - mean.to(f.device)) / std.to(f.device)
-        out.append(F.pad(x, (0, wp - x.shape[-1], 0, hp - x.shape[-2])))
-    return torch.cat(out, 0)
 
 
 def pad_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:

@@ -100,7 +100,9 @@ def evaluate_model(model: Any, ann_json: Union[PathLike, Mapping[str, Any]], fra
                    device: Union[str, torch.device] = "cpu", max_videos: Optional[int] = None,
                    with_id_switches: bool = True) -> Dict[str, float]:
     """Predict every video of a split and score it: the ``evaluate_ytvis`` metrics (``AP``, ``AP50``, ... on a 0-100
-    scale) plus ``id_switches`` / ``id_matched``. Raises ImportError when ``dvis_sdk.evaluation`` is missing."""
+    scale) plus ``id_switches`` / ``id_matched`` and, with ``trackeval`` installed, ``IDF1``, ``AssA``, ``HOTA`` and
+    ``id_switches_per_matched`` (:func:`dvis_sdk.evaluation.tracking.tracking_metrics`). Raises ImportError when
+    ``dvis_sdk.evaluation`` is missing."""
     evaluate_ytvis = load_evaluator()
     ann = YTVISAnnotations(ann_json, frames_root)
     data = ann_json if isinstance(ann_json, Mapping) else json.loads(Path(ann_json).read_text())
@@ -115,4 +117,12 @@ def evaluate_model(model: Any, ann_json: Union[PathLike, Mapping[str, Any]], fra
         ids = id_switches(data, results)
         metrics["id_switches"] = float(ids["id_switches"])
         metrics["id_matched"] = float(ids["matched"])
+        try:  # association metrics when trackeval is installed (the "tracking" extra)
+            from ..evaluation.tracking import tracking_metrics
+
+            t = tracking_metrics(data, results)
+            metrics.update(IDF1=t["IDF1"], AssA=t["AssA"], HOTA=t["HOTA"],
+                           id_switches_per_matched=t["id_switches_per_matched"])
+        except ImportError:
+            pass
     return metrics

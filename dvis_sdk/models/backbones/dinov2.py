@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ... import perf
+from ...layers.impl import ImplChoices
 
 __all__ = ["PatchEmbed", "Attention", "LayerScale", "Mlp", "Block", "DinoVisionTransformer",
            "resize_patch_embed_kernel", "convert_dinov2_state_dict"]
@@ -51,17 +51,20 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), h, w
 
 
-class Attention(nn.Module):
+class Attention(ImplChoices, nn.Module):
     """Multi-head self-attention with a fused ``qkv`` projection (DINOv2 ``Attention``)."""
 
     # The official CPU path is the explicit softmax(q*scale @ k^T) @ v (on GPU it uses xformers'
     # memory-efficient kernel); SDPA is numerically equivalent within fp32 noise and needs no
-    # (heads x N x N) buffer at high resolution. Set to False (or switch the ``sdpa`` fast path of
-    # dvis_sdk.perf off) for the literal explicit path.
+    # (heads x N x N) buffer at high resolution. Set to False (or this module's ``sdpa`` choice, see
+    # dvis_sdk.layers.impl) for the literal explicit path.
     fused_attn: bool = True
+    impl_choices = ("sdpa",)
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, proj_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, proj_bias: bool = True,
+                 sdpa: bool = True):
         super().__init__()
+        self.sdpa = sdpa
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
@@ -73,7 +76,7 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        if self.fused_attn and perf.resolve(self, "sdpa"):
+        if self.fused_attn and self.sdpa:
             x = F.scaled_dot_product_attention(q, k, v)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)

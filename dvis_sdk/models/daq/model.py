@@ -8,14 +8,13 @@ explicitly from window to window. Offline adds the DAQ refiner over the selected
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ...config import DVISConfig
-from ...inference.postprocess import VISOutput, postprocess_vis
-from ...inference.preprocess import normalize_and_pad
+from ...ops.preprocess import normalize_and_pad
 from ..backbones import build_backbone
 from ..decoder import VideoMaskedAttentionDecoder
 from ..pixel_decoder import MSDeformAttnPixelDecoder
@@ -40,14 +39,15 @@ class DAQWindow:
     records: List[Dict[str, Tensor]] = field(default_factory=list, repr=False)
 
 
-def _empty_output(num_frames: int, output_size: Tuple[int, int]) -> VISOutput:
-    return VISOutput(scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long),
-                     ids=torch.zeros(0, dtype=torch.long),
-                     masks=torch.zeros((0, num_frames) + tuple(output_size), dtype=torch.bool))
-
-
 class OnlineDAQ(nn.Module):
-    """Segmenter + DAQ track module (official ``DVIS_DAQ_online``)."""
+    """Segmenter + DAQ track module (official ``DVIS_DAQ_online``), run by :class:`dvis_sdk.inference.runner.
+    WindowRunner` through the steps ``segment`` / ``track`` / ``finalize``."""
+
+    #: the official DAQ inference runs windows of 5 frames (the result does not depend on it: both the segmenter
+    #: and the track module work frame by frame)
+    default_window_size = WINDOW
+    #: the DAQ refiner sees the whole video once the state is final (OfflineDAQ)
+    refines_at_end = False
 
     def __init__(self, cfg: DVISConfig):
         super().__init__()
@@ -91,20 +91,38 @@ class OnlineDAQ(nn.Module):
         return {"pred_embds": out["pred_embds"][:, :C], "pred_logits": out["pred_logits"],
                 "pred_masks": out["pred_masks"], "mask_features": mask_features}
 
-    def track(self, seg: Dict[str, Tensor], state: Optional[DAQTrackState],
-              return_records: bool = False) -> Tuple[DAQTrackState, List[Dict[str, Tensor]]]:
+    def track_window(self, seg: Dict[str, Tensor], state: Optional[DAQTrackState],
+                     return_records: bool = False) -> Tuple[DAQTrackState, List[Dict[str, Tensor]]]:
         """Run the track module on one window's segmenter outputs; ``state=None`` starts a new video."""
         logits = seg["pred_logits"][0]
         valid = logits.softmax(-1)[..., :-1].max(-1)[0] > self.cfg.daq.aux_inference_select_threshold
         return self.tracker(seg["pred_embds"], seg["mask_features"].unsqueeze(0), seg["pred_masks"][0].transpose(0, 1),
                             valid, self.decoder.query_feat.weight, state, return_records=return_records)
 
+    # --- the runner's step protocol (dvis_sdk.inference.runner) ----------------------------------
+    def track(self, seg: Dict[str, Tensor], state: Optional[DAQTrackState]
+              ) -> Tuple[Dict[str, Tensor], DAQTrackState, None]:
+        """Step ``track``: advance the state over one window. The outputs only carry the window's segmenter
+        ``pred_logits`` (frame count); DAQ's output exists at the end of the video (:meth:`finalize`)."""
+        state, _ = self.track_window(seg, state)
+        return {"pred_logits": seg["pred_logits"]}, state, None
+
+    def finalize(self, state: DAQTrackState, windows: Optional[Sequence[Any]] = None) -> Dict[str, object]:
+        """Step ``finalize``: the official online read-out of the video's state. ``pred_cls`` (n, K+1) per output
+        sequence (mean of its stored logits), ``pred_masks`` (1, n, T, h, w) (its stored mask logits, -1e4
+        elsewhere), ``seq_index`` (n,), ``padding_masks`` (n, T) and the ``state``."""
+        T = state.num_frames
+        mask_size = tuple(state.sequences[0].masks[0].shape) if state.sequences else (0, 0)
+        rows = self.rows(state, T, mask_size)
+        return {"pred_cls": rows.logits, "pred_masks": rows.masks.unsqueeze(0), "seq_index": rows.seq_index,
+                "padding_masks": rows.padding, "state": state}
+
     def iter_windows(self, images: Tensor, state: Optional[DAQTrackState] = None,
                      return_records: bool = False) -> Iterator[DAQWindow]:
         """Yield one :class:`DAQWindow` per official window of 5 frames; pass ``state`` to continue a video."""
         for start in range(0, images.shape[0], WINDOW):
             seg = self.segment(images[start:start + WINDOW])
-            state, records = self.track(seg, state, return_records)
+            state, records = self.track_window(seg, state, return_records)
             yield DAQWindow(start=start, segmenter=seg, state=state, records=records)
 
     def preprocess(self, frames: Tensor) -> Tensor:
@@ -117,33 +135,11 @@ class OnlineDAQ(nn.Module):
         """The official online read-out of a finished clip."""
         return online_rows(state, num_frames, self.cfg.daq.noise_frame_num, self.num_classes, mask_size, with_masks)
 
-    # --- whole video ----------------------------------------------------------------------------
-    def forward(self, images: Tensor) -> Dict[str, object]:
-        """Raw outputs: ``pred_cls`` (n, K+1) / ``pred_masks`` (n, T, h, w) per output sequence, ``seq_index`` (n,),
-        ``padding_masks`` (n, T) and the final ``state``."""
-        state = None
-        for w in self.iter_windows(images):
-            state = w.state
-            mask_size = tuple(w.segmenter["mask_features"].shape[-2:])
-        rows = self.rows(state, images.shape[0], mask_size)
-        return {"pred_cls": rows.logits, "pred_masks": rows.masks, "seq_index": rows.seq_index,
-                "padding_masks": rows.padding, "state": state}
-
-    @torch.no_grad()
-    def inference(self, frames: Tensor, output_size: Optional[Tuple[int, int]] = None,
-                  max_num: Optional[int] = None) -> VISOutput:
-        """Official VIS inference on (T, 3, H, W) RGB 0..255 frames already at model size."""
-        image_size = tuple(frames.shape[-2:])
-        images = self.preprocess(frames)
-        out = self(images)
-        if out["pred_cls"].shape[0] == 0:
-            return _empty_output(frames.shape[0], output_size or image_size)
-        return postprocess_vis(out["pred_cls"], out["pred_masks"], tuple(images.shape[-2:]), image_size,
-                               output_size or image_size, max_num or self.cfg.test.max_num)
-
 
 class OfflineDAQ(OnlineDAQ):
     """Segmenter + DAQ track module + DAQ refiner over the whole clip (official ``DVIS_DAQ_offline``)."""
+
+    refines_at_end = True
 
     def __init__(self, cfg: DVISConfig):
         super().__init__(cfg)
@@ -153,40 +149,33 @@ class OfflineDAQ(OnlineDAQ):
             decoder_layer_num=cfg.refiner.decoder_layers, mask_dim=seg.hidden_dim, class_num=seg.num_classes,
             windows=cfg.test.window_size, local_conv=cfg.daq.use_local_attn)
 
-    def forward(self, images: Tensor) -> Dict[str, object]:
-        """Raw outputs: the refiner's ``pred_logits`` (1, T, n, K+1) / ``pred_masks`` (1, n, T, h, w), ``pred_cls``
-        (n, K+1) (its time-mean: what the scores come from), the ``selection`` (:func:`offline_selection`) and
-        ``state``. With exactly one selected row the official code outputs nothing: ``pred_cls`` is then empty."""
-        windows = list(self.iter_windows(images))
-        state = windows[-1].state
-        T = images.shape[0]
+    def finalize(self, state: DAQTrackState, windows: Optional[Sequence[Any]] = None) -> Dict[str, object]:
+        """Step ``finalize`` with the refiner: ``windows`` are the runner's tracked windows of the WHOLE video (their
+        ``segmenter`` outputs); without them (``stream``, or the refiner switched off) the online read-out.
+
+        Returns the refiner's ``pred_logits`` (1, T, n, K+1) / ``pred_masks`` (1, n, T, h, w) / ``pred_embds``,
+        ``pred_cls`` (n, K+1) (its first frame: the official scores come from the refiner only), the
+        ``selection`` (:func:`offline_selection`), ``frame_embeds`` and ``state``. With exactly one selected row
+        the official code outputs nothing: ``pred_cls`` is then empty."""
+        if not windows:
+            return super().finalize(state)
         segs = [w.segmenter for w in windows]
         frame_embeds = torch.cat([s["pred_embds"] for s in segs], dim=2)  # (1, C, T, Q)
         seg_logits = torch.cat([s["pred_logits"] for s in segs], dim=1)[0]  # (T, Q, K+1)
         mask_features = torch.cat([s["mask_features"] for s in segs], dim=0).unsqueeze(0)
+        T = seg_logits.shape[0]
         rows = self.rows(state, T, tuple(mask_features.shape[-2:]), with_masks=False)
         sel = offline_selection(state, rows, T, self.cfg.daq.offline_topk_num, self.cfg.daq.num_new_ins,
                                 seg_logits, frame_embeds[0].permute(1, 2, 0))
         out: Dict[str, object] = {"selection": sel, "state": state, "frame_embeds": frame_embeds}
         if sel["instance_embeds"].shape[-1] <= 1:
-            out.update(pred_cls=seg_logits.new_zeros((0, self.num_classes + 1)), pred_masks=None)
+            out.update(pred_cls=seg_logits.new_zeros((0, self.num_classes + 1)),
+                       pred_masks=mask_features.new_zeros((1, 0, T) + tuple(mask_features.shape[-2:])))
             return out
         refined = self.refiner(sel["instance_embeds"], frame_embeds, mask_features)
         out.update(pred_logits=refined["pred_logits"], pred_masks=refined["pred_masks"],
                    pred_embds=refined["pred_embds"], pred_cls=refined["pred_logits"][0, 0])
         return out
-
-    @torch.no_grad()
-    def inference(self, frames: Tensor, output_size: Optional[Tuple[int, int]] = None,
-                  max_num: Optional[int] = None) -> VISOutput:
-        """Official offline VIS inference (scores from the refiner only)."""
-        image_size = tuple(frames.shape[-2:])
-        images = self.preprocess(frames)
-        out = self(images)
-        if out["pred_cls"].shape[0] == 0:
-            return _empty_output(frames.shape[0], output_size or image_size)
-        return postprocess_vis(out["pred_cls"], out["pred_masks"][0], tuple(images.shape[-2:]), image_size,
-                               output_size or image_size, max_num or self.cfg.test.max_num)
 
 
 def build_daq_model(cfg: DVISConfig) -> OnlineDAQ:
