@@ -11,7 +11,9 @@ random weights every DAQ query passes the 0.1 threshold (NUM_NEW_INS = 100 new s
 case); ``--no-object-bias B ...`` adds B to the no-object logit of the DAQ class head to measure the tracker at
 realistic sequence counts (each value is one run; the counts are reported). Times are the best of ``--repeat``
 runs, DAQ and DVIS++ tracker runs interleaved (other processes only ever slow a run down); totals = segmenter +
-tracker (the post-processing is the same for both).
+tracker (the post-processing is the same for both). ``predict_end_to_end``: ``VideoSegmenter.predict`` of both
+(and of the original DVIS R50 online, random weights) through the one window runner, default fast paths,
+post-processing included, DAQ at the last no-object bias.
 Writes ``benchmarks/results/daq_speed.json``.
 """
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _mean_tracked(daq, segs) -> float:
     """Mean number of track queries entering a frame (the DAQ tracker's cost driver)."""
     state, counts = None, []
     for s in segs:
-        state, recs = daq.track(s, state, return_records=True)
+        state, recs = daq.track_window(s, state, return_records=True)
         counts += [int(r["n_track"]) for r in recs]
     return sum(counts) / len(counts)
 
@@ -97,7 +99,7 @@ def main() -> None:
     def run_daq():
         state = None
         for s in segs:
-            state, _ = daq.track(s, state)
+            state, _ = daq.track_window(s, state)
         return state
 
     def run_plus():
@@ -120,6 +122,14 @@ def main() -> None:
                          "mean_track_queries_per_frame": _mean_tracked(daq, segs),
                          "tracker_ms_per_frame": 1000 * t_daq / T,
                          "total_ms_per_frame": 1000 * (t_seg + t_daq) / T})
+    # the public API end to end (WindowRunner, default fast paths, post-processing), at the last bias above
+    frames_u8 = video.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+    e2e = {"no_object_bias": args.no_object_bias[-1]}
+    dvis = dvis_sdk.build_model(load_official_config("dvis/ovis/DVIS_Online_R50.yaml"))  # original DVIS, for the table
+    for key, model in (("dvis", dvis), ("dvis++", plus), ("daq", daq)):
+        seg = dvis_sdk.VideoSegmenter(model, device="cpu", window_size=win)
+        t, result = _time(lambda: seg.predict(frames_u8, resize=False), args.repeat)
+        e2e[key] = {"predict_ms_per_frame": 1000 * t / T, "instances": len(result.instances)}
     res = {
         "frames": T, "input": [H, W], "padded": list(images.shape[-2:]), "threads": args.threads,
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
@@ -127,6 +137,7 @@ def main() -> None:
         "segmenter_ms_per_frame": 1000 * t_seg / T,
         "dvis++": {"tracker_ms_per_frame": 1000 * t_plus / T, "total_ms_per_frame": 1000 * (t_seg + t_plus) / T},
         "daq": daq_runs,
+        "predict_end_to_end": e2e,
     }
     print(json.dumps(res, indent=1))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
