@@ -113,6 +113,9 @@ def test_offline_single_row_gives_empty_result():
     video = fx.io["in.video_uint8"].permute(0, 3, 1, 2).float()[:3]
     out = video_inference(model, video)
     assert out.scores.numel() == 0 and out.masks.shape == (0, 3, 64, 96)
+    # the same through VideoSegmenter.predict (the runner's finalize step with zero output rows)
+    result = dvis_sdk.VideoSegmenter(model).predict(video.permute(0, 2, 3, 1).byte().numpy(), resize=False)
+    assert result.instances == [] and result.num_frames == 3
 
 
 def test_build_rejects_mismatched_new_instance_count():

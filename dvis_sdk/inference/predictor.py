@@ -294,10 +294,10 @@ class VideoSegmenter:
         ``NotImplementedError``: their output only exists at the end of the video (use :meth:`predict`).
         """
         if callable(getattr(self.model, "finalize", None)):
+            family = "DVIS-DAQ" if self.cfg.variant == "daq" else self.cfg.variant
             raise NotImplementedError(
-                f"stream() is not available for {'DVIS-DAQ' if self.cfg.variant == 'daq' else self.cfg.variant} models: "
-                "their official output exists only at the end of the video (a sequence's score is the mean over all "
-                "its frames); use predict()")
+                f"stream() is not available for {family} models: their official output exists only at the end of "
+                "the video (a sequence's score is the mean over all its frames); use predict()")
         handle = self._handle(frames, window_size, resize=resize, max_frames=max_frames, stride=stride, start=start,
                               end=end)
         info = handle.info
