@@ -244,6 +244,8 @@ class VideoSegmenter:
             window_size: frames the segmenter runs at once (default: the model's; the result does not depend on it).
             chunk_size: offline mode: frames the refiner sees at once (default :attr:`chunk_size`); a video no
                 longer than it is refined whole, exactly as the official code.
+                DVIS-DAQ models ignore it: their refiner sees the whole video, as the official code
+                (``docs/daq.md``: what grows with the video).
             on_frames: called with the number of frames of each window once it is through inference.
 
         Memory does not grow with video length except for the run-length-encoded results. On out-of-memory the
