@@ -132,6 +132,15 @@ def _checksum_state(m: dict) -> str:
     return "verified" if m.get("sha256") else "unverified"
 
 
+def _source_column(m: dict) -> str:
+    if m.get("source") == "embedded":
+        return "embedded in the package"
+    if m.get("source") == "external":
+        # on a Hub repo without published file names (DVIS-DAQ): download by hand, nothing is guessed
+        return f"{m['repo_id']} (download by hand)" if m.get("repo_id") else "local file (see download page)"
+    return m.get("repo_id") or "-"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .weights import default_model_name, list_models
 
@@ -139,8 +148,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     head = ("  name", "dataset", "AP", "source", "revision", "file", "sha256")
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
              str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
-             m.get("repo_id") or ("embedded in the package" if m.get("source") == "embedded"
-                                  else "local file (see download page)"),
+             _source_column(m),
              (m.get("revision") or "-")[:12], m.get("filename") or "-", _checksum_state(m)) for m in list_models()]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
@@ -148,6 +156,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     pinned = sorted({(m["repo_id"], m["revision"]) for m in list_models() if m.get("source") == "hub"})
     for repo, rev in pinned:
         print(f"{repo} is pinned to revision {rev}; 'verified' files are checked against their sha256 after download")
+    unpinned = sorted({(m["repo_id"], m["config"]) for m in list_models()
+                       if m.get("source") == "external" and m.get("repo_id")})
+    for repo in sorted({r for r, _ in unpinned}):
+        print(f"{repo}: file names not published, no revision pinned: download the file from "
+              f"https://huggingface.co/{repo} and run VideoSegmenter.from_official(CONFIG, FILE) "
+              f"(CONFIG: the entry's official yaml, e.g. {next(c for r, c in unpinned if r == repo)})")
     return 0
 
 

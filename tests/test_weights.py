@@ -127,6 +127,9 @@ def test_manifest_schema():
             assert e["filename"] == f"DVIS++/weights/{e['mode']}_{e['backbone']}_{ds}_{round(e['reported_ap'] * 10)}.pth"
             assert e["sha256"] == KNOWN_SHA256.get(e["filename"]), e["name"]
             assert "pattern" not in e and "keywords" not in e
+        elif e["variant"] == "daq":  # on zhouyik/DVIS-DAQ without published file names: nothing guessed
+            assert e["download_page"] == f"https://huggingface.co/{e['repo_id']}" and e["filename"] is None
+            assert e["revision"] is None and e["sha256"] is None
         else:
             assert e["download_page"].startswith("https://") and e["filename"]
     plus = [e for e in models if e["variant"] == "dvis++"]

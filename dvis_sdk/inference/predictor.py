@@ -14,7 +14,7 @@ from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPES, autocast_context, resolve_device
 from .handle import VideoHandle
-from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode
+from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
 from .video_io import VideoReadError
 
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
@@ -26,13 +26,14 @@ _OPEN_DEFAULTS = {"resize": True, "max_frames": None, "stride": 1, "start": None
 
 
 class VideoSegmenter:
-    """Video instance segmentation with a DVIS / DVIS++ model.
+    """Video instance segmentation with a DVIS / DVIS++ / DVIS-DAQ model.
 
     >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
     >>> result = seg.predict(frames)                                                        # doctest: +SKIP
 
     Args:
-        model: an ``OnlineDVIS`` / ``OfflineDVIS`` (usually built by the ``from_*`` constructors).
+        model: an ``OnlineDVIS`` / ``OfflineDVIS`` / ``OnlineDAQ`` / ``OfflineDAQ`` (usually built by the
+            ``from_*`` constructors).
         device: "cpu", "cuda", "cuda:N" or "auto". dtype: "fp32", "fp16" or "bf16" (autocast; scores and mask
             up-sampling stay fp32).
         window_size: frames the segmenter runs at once; chunk_size: offline, frames the refiner sees at once.
@@ -74,7 +75,7 @@ class VideoSegmenter:
             # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
             # torch.compile only on request: its first call per input shape compiles for a long time
             optimize_model(self.model, compile=compile)
-        self.window_size = window_size or model.cfg.test.window_size
+        self.window_size = window_size or default_window_size(model)
         if self.window_size < 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError("window_size and chunk_size must be >= 1")
         self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
@@ -243,6 +244,8 @@ class VideoSegmenter:
             window_size: frames the segmenter runs at once (default: the model's; the result does not depend on it).
             chunk_size: offline mode: frames the refiner sees at once (default :attr:`chunk_size`); a video no
                 longer than it is refined whole, exactly as the official code.
+                DVIS-DAQ models ignore it: their refiner sees the whole video, as the official code
+                (``docs/daq.md``: what grows with the video).
             on_frames: called with the number of frames of each window once it is through inference.
 
         Memory does not grow with video length except for the run-length-encoded results. On out-of-memory the
@@ -253,7 +256,8 @@ class VideoSegmenter:
                               end=end)
         info = handle.info
         runner = self._runner(info, window_size or handle.window_size, chunk_size, use_refiner=True)
-        acc = ScoreAccumulator(self.cfg.segmenter.num_queries, buffer_bytes=int(self.mask_buffer_mb * 2**20))
+        acc = ScoreAccumulator(None if runner.final else self.cfg.segmenter.num_queries,
+                               buffer_bytes=int(self.mask_buffer_mb * 2**20))
         try:
             for w in self._run(runner, handle, progress, on_frames):
                 acc.add(w)
@@ -288,8 +292,14 @@ class VideoSegmenter:
         a score of at least ``score_threshold`` and a non-empty mask are reported, at most ``max_num`` per frame.
         Memory stays constant however long the video is. An offline model streams with its tracker only (no
         refiner: the refiner needs the whole clip). Use ``window_size=1`` for the lowest latency. ``frames``: as
-        :meth:`predict` (a :class:`VideoHandle` from :meth:`open` too).
+        :meth:`predict` (a :class:`VideoHandle` from :meth:`open` too). DVIS-DAQ models raise
+        ``NotImplementedError``: their output only exists at the end of the video (use :meth:`predict`).
         """
+        if callable(getattr(self.model, "finalize", None)):
+            family = "DVIS-DAQ" if self.cfg.variant == "daq" else self.cfg.variant
+            raise NotImplementedError(
+                f"stream() is not available for {family} models: their official output exists only at the end of "
+                "the video (a sequence's score is the mean over all its frames); use predict()")
         handle = self._handle(frames, window_size, resize=resize, max_frames=max_frames, stride=stride, start=start,
                               end=end)
         info = handle.info
