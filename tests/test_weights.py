@@ -114,7 +114,8 @@ def test_manifest_schema():
     assert hub.validate_manifest(m) == []
     assert m["version"] == 1 and m["default"] == "dvis-tiny-shapes"
     embedded = [e for e in hub.list_models() if e["source"] == "embedded"]
-    assert [e["name"] for e in embedded] == ["dvis-tiny-shapes"]
+    assert [e["name"] for e in embedded] == ["dvis-tiny-shapes", "dvis-tiny-shapes-offline"]
+    assert [e["mode"] for e in embedded] == ["online", "offline"]
     models = [e for e in hub.list_models() if e["source"] != "embedded"]
     for e in models:
         for f in hub.REQUIRED_FIELDS:
