@@ -41,14 +41,15 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
-def fp32_under_autocast(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, enabled: bool = True) -> Any:
-    """``fn(x)`` with autocast disabled and ``x`` in float32 when ``enabled`` and autocast is on for ``x``'s device;
-    plain ``fn(x)`` otherwise (no autocast, or a model cast to a half dtype runs as it is)."""
+def fp32_under_autocast(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, enabled: bool = True,
+                        dtype: torch.dtype = torch.float32) -> Any:
+    """``fn(x)`` with autocast disabled and ``x`` cast to ``dtype`` (the dtype of ``fn``'s weights: float32 unless the
+    model itself was cast to a half dtype) when ``enabled`` and autocast is on for ``x``'s device; else ``fn(x)``."""
     device_type = x.device.type
     if not enabled or not autocast_enabled(device_type):
         return fn(x)
     with torch.autocast(device_type, enabled=False):
-        return fn(x.float())
+        return fn(x.to(dtype))
 
 
 def warn_moved_module(old: str, new: str) -> None:

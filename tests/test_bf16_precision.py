@@ -59,6 +59,21 @@ def test_first_layer_runs_fp32_under_autocast(name):
     assert half.dtype == torch.bfloat16 and not torch.equal(half.float(), ref)
 
 
+@pytest.mark.parametrize("name", list(_first_layers()))
+def test_first_layer_of_a_bf16_cast_model_runs_in_its_dtype_under_autocast(name):
+    layer = _first_layers()[name].eval().to(torch.bfloat16)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = layer(x.to(torch.bfloat16))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)  # an fp32 image: cast to the weights' dtype, not to fp32 (no dtype mismatch)
+    assert torch.equal(_first(out), _first(ref))
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
 def test_stem_fp32_is_a_checked_per_model_choice():
     model = dvis_sdk.build_model(resolve_weights("dvis-tiny-shapes").config)
     assert impl_choices(model)["backbone.stem"] == {"stem_fp32": True}

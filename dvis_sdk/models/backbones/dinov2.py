@@ -48,7 +48,7 @@ class PatchEmbed(ImplChoices, nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
         """Returns tokens (B, h*w, D) and the token grid (h, w)."""
-        return fp32_under_autocast(self._forward, x, self.stem_fp32)
+        return fp32_under_autocast(self._forward, x, self.stem_fp32, self.proj.weight.dtype)
 
     def _forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
         H, W = x.shape[-2:]

@@ -76,7 +76,7 @@ class BasicStem(ImplChoices, nn.Module):
                             norm=_make_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return fp32_under_autocast(self._forward, x, self.stem_fp32)
+        return fp32_under_autocast(self._forward, x, self.stem_fp32, self.conv1.weight.dtype)
 
     def _forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.conv1(x))

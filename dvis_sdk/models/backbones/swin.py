@@ -236,7 +236,7 @@ class PatchEmbed(ImplChoices, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, embed_dim, ceil(H/p), ceil(W/p))."""
-        return fp32_under_autocast(self._forward, x, self.stem_fp32)
+        return fp32_under_autocast(self._forward, x, self.stem_fp32, self.proj.weight.dtype)
 
     def _forward(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape

@@ -198,7 +198,7 @@ class SpatialPriorModule(ImplChoices, nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (B, 3, H, W) -> c1 (B, D, H/4, W/4), c2/c3/c4 (B, L_s, D) for s = 8, 16, 32."""
-        c1 = fp32_under_autocast(self._first_layer, x, self.stem_fp32)
+        c1 = fp32_under_autocast(self._first_layer, x, self.stem_fp32, self.stem[0].weight.dtype)
         for layer in self.stem[3:]:
             c1 = layer(c1)
         c2 = self.conv2(c1)
