@@ -31,7 +31,7 @@ import torch
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 import dvis_sdk  # noqa: E402
-from dvis_sdk.convert import load_official_config  # noqa: E402
+from dvis_sdk.official import load_official_config  # noqa: E402
 
 RESOLUTIONS = {"240p": (240, 426), "360p": (360, 640)}
 

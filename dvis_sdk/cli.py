@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 
+TRUST_PICKLE_HELP = ("read a pickle-based --checkpoint (.pth / .pkl) with no restriction on what it may run; only "
+                     "for a file from a source you trust (by default only weights-like content is read)")
+
+
 class UserError(Exception):
     """An error caused by the user's input; printed as one line."""
 
@@ -23,7 +27,8 @@ def _load_segmenter(args: argparse.Namespace, **settings: Any):
     if args.config or args.checkpoint:
         if not (args.config and args.checkpoint):
             raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
-        return VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode, **kwargs)
+        return VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode,
+                                            trust_pickle=getattr(args, "trust_pickle", False), **kwargs)
     return VideoSegmenter.from_pretrained(args.model, mode=args.mode, **kwargs)
 
 
@@ -176,7 +181,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .inference.predictor import VideoSegmenter
 
-    seg = VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode)
+    seg = VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode, trust_pickle=args.trust_pickle)
     path = seg.save_pretrained(args.out_dir)
     print(f"converted -> {path} (load with VideoSegmenter.from_pretrained({str(args.out_dir)!r}))")
     return 0
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default=None, help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
+    pr.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     pr.add_argument("--mode", choices=["online", "offline"], default=None)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
+    ba.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     ba.add_argument("--mode", choices=["online", "offline"], default=None)
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
     ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -290,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("checkpoint")
     cv.add_argument("out_dir")
     cv.add_argument("--mode", choices=["online", "offline"], default=None)
+    cv.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     cv.set_defaults(func=cmd_convert)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on a YouTube-VIS style dataset (see docs/training.md)",

@@ -1,7 +1,7 @@
 """Typed, JSON-serialisable model configuration.
 
 A :class:`DVISConfig` holds everything needed to build a model and run the official test
-pipeline; it never refers to detectron2. :func:`dvis_sdk.convert.load_official_config` turns an
+pipeline; it never refers to detectron2. :func:`dvis_sdk.official.load_official_config` turns an
 official yaml into one of these.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ import torch
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.config import DVISConfig
-from dvis_sdk.convert import OFFICIAL_CONFIG_DIR, ConversionError, convert_official_state_dict, load_official_config
+from dvis_sdk.official import OFFICIAL_CONFIG_DIR, ConversionError, convert_official_state_dict, load_official_config
 
 DAQ_YAMLS = sorted(str(p.relative_to(OFFICIAL_CONFIG_DIR)) for p in (OFFICIAL_CONFIG_DIR / "dvis_plus" / "dvis_daq")
                    .rglob("*.yaml"))

@@ -8,7 +8,7 @@ import torch
 
 import dvis_sdk
 from conftest import assert_close_ref, load_fixture
-from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.inference.runner import forward_video, video_inference
 from dvis_sdk.models.daq.model import OfflineDAQ, OnlineDAQ
 from test_e2e_parity import assert_same_instances

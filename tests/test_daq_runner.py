@@ -15,6 +15,7 @@ import yaml
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.inference.runner import video_inference
+from dvis_sdk.official import convert_official_state_dict
 from dvis_sdk.models.daq.model import WINDOW
 from dvis_sdk.official import OFFICIAL_CONFIG_DIR, load_official_config
 from dvis_sdk.ops.postprocess import postprocess_vis
@@ -108,7 +109,7 @@ def test_tiny_random_config_from_official_dict(mode):
     torch.manual_seed(3)
     model = dvis_sdk.build_model(cfg)
     sd = _to_official(model.state_dict())
-    conv = dvis_sdk.convert.convert_official_state_dict(sd, cfg)
+    conv = convert_official_state_dict(sd, cfg)
     assert set(conv) == set(model.state_dict())
     seg = dvis_sdk.VideoSegmenter.from_official(cfg_tree, sd, device="cpu")
     frames = np.random.default_rng(0).integers(0, 256, (11, 45, 70, 3), dtype=np.uint8)
@@ -151,7 +152,7 @@ def test_batch_predict_folder(tmp_path):
     """A folder of frames and a video file through dvis_sdk.predict_folder (workers use predict)."""
     import cv2
 
-    from dvis_sdk.inference.video_io import write_video
+    from dvis_sdk.io import write_video
 
     fx = load_fixture("16_e2e_online_daq_r50")
     frames = fx.io["in.video_uint8"].numpy()

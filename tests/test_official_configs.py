@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from dvis_sdk.configs import datasets as ds
-from dvis_sdk.configs import official_defaults as od
+from dvis_sdk import official as od
 
-OFFICIAL = Path(od.__file__).resolve().parent / "official"
+OFFICIAL = Path(od.OFFICIAL_CONFIG_DIR)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ALL_YAMLS = sorted(OFFICIAL.rglob("*.yaml"))
 _ABSENT = object()

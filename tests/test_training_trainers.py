@@ -233,7 +233,7 @@ def test_refiner_trainer_runs_and_only_trains_the_refiner(data, tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_finetune_end_to_end(data, tmp_path, capsys):
     from dvis_sdk.cli import main
-    from dvis_sdk.hub import load_pretrained
+    from dvis_sdk.weights import load_pretrained
 
     torch.manual_seed(0)
     src = tmp_path / "model"

@@ -19,7 +19,7 @@ from conftest import load_fixture
 from dvis_sdk import weights as hub
 from dvis_sdk.weights import manifest as wmanifest
 from dvis_sdk.weights import resolve as wresolve
-from dvis_sdk.convert import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
+from dvis_sdk.official import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FX = "11_e2e_online_r50"

@@ -15,7 +15,7 @@ from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPES, autocast_context, resolve_device
 from .handle import VideoHandle
 from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
-from .video_io import VideoReadError
+from ..io import VideoReadError
 
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
 DEFAULT_CHUNK_SIZE = 300
@@ -98,27 +98,31 @@ class VideoSegmenter:
 
     @classmethod
     def from_official(cls, cfg: Union[str, Path, Mapping, DVISConfig], checkpoint: Union[str, Path, Mapping],
-                      mode: Optional[str] = None, **kwargs: Any) -> "VideoSegmenter":
-        """Official yaml (or cfg dict, or DVISConfig) + official checkpoint (path to .pth / .safetensors, or a
-        state dict / detectron2 ``{"model": ...}`` dict)."""
-        from ..convert import convert_official_state_dict, load_official_checkpoint, load_official_config
+                      mode: Optional[str] = None, trust_pickle: bool = False, **kwargs: Any) -> "VideoSegmenter":
+        """Official yaml (or cfg dict, or DVISConfig) + official checkpoint (path to .pth / .pkl / .safetensors, or a
+        state dict / detectron2 ``{"model": ...}`` dict). ``trust_pickle``: read a pickle-based checkpoint with no
+        restriction on what it may reference (only for a file from a source you trust; see
+        :func:`dvis_sdk.official.load_official_checkpoint`); :meth:`spec` carries it, so workers read it alike."""
+        from ..official import convert_official_state_dict, load_official_checkpoint, load_official_config
 
         config = cfg if isinstance(cfg, DVISConfig) else load_official_config(cfg, mode=mode)
-        sd = load_official_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+        sd = (load_official_checkpoint(checkpoint, trust_pickle=trust_pickle) if isinstance(checkpoint, (str, Path))
+              else checkpoint)
         seg = cls.from_config(config, convert_official_state_dict(sd, config), **kwargs)
         if isinstance(cfg, (str, Path)) and isinstance(checkpoint, (str, Path)):
             seg._source = {"official": str(Path(cfg).resolve()) if Path(cfg).exists() else str(cfg),
-                           "checkpoint": str(Path(checkpoint).resolve()), "mode": mode}
+                           "checkpoint": str(Path(checkpoint).resolve()), "mode": mode,
+                           "trust_pickle": bool(trust_pickle)}
         return seg
 
     @classmethod
     def from_pretrained(cls, name_or_path: Optional[Union[str, Path]] = None, mode: Optional[str] = None,
                         cache_dir: Optional[Union[str, Path]] = None, revision: Optional[str] = None,
                         token: Union[str, bool, None] = None, **kwargs: Any) -> "VideoSegmenter":
-        """A manifest name (``dvis_sdk.hub.list_models()``; default: the manifest's default model), a directory
+        """A manifest name (``dvis_sdk.weights.list_models()``; default: the manifest's default model), a directory
         written by :meth:`save_pretrained`, or a Hub repo id holding one. ``mode`` overrides online/offline
         (an offline model runs online without its refiner)."""
-        from ..hub import default_model_name, resolve_weights
+        from ..weights import default_model_name, resolve_weights
 
         resolved = resolve_weights(name_or_path or default_model_name(), cache_dir=cache_dir, revision=revision,
                                    token=token)
@@ -141,7 +145,7 @@ class VideoSegmenter:
         from, so that :meth:`from_spec` rebuilds an equivalent one (in another process, on another machine).
 
         ``spec["model"]`` is ``{"pretrained": name or folder, "mode", "cache_dir", "revision"}`` or ``{"official":
-        yaml, "checkpoint": path, "mode"}`` when the weights were loaded from there, else ``{"config": config dict}``
+        yaml, "checkpoint": path, "mode", "trust_pickle"}`` when the weights were loaded from there, else ``{"config": config dict}``
         (then give the weights to :meth:`from_spec`: ``state_dict=seg.model.state_dict()``). Replace ``"model"``
         (e.g. by ``{"pretrained": folder}`` after :meth:`save_pretrained`) or ``"device"`` to place a copy."""
         return {"model": dict(self._source) if self._source else {"config": self.cfg.to_dict()},
@@ -175,7 +179,7 @@ class VideoSegmenter:
 
     def save_pretrained(self, directory: Union[str, Path]) -> Path:
         """Write ``config.json`` + ``model.safetensors``; :meth:`from_pretrained` reads them back."""
-        from ..hub import save_pretrained
+        from ..weights import save_pretrained
 
         return save_pretrained(self.model, directory, config=self.cfg)
 
