@@ -4,7 +4,8 @@
 
 Generates a folder of clips, then runs ``predict_folder`` on it (a fresh output folder each time) in these modes:
 
-- ``serial``:   no overlap at all: each window is decoded, then inferred (video_io.prefetch disabled);
+- ``serial``:   no overlap at all: each window is decoded, then inferred (the prefetch of
+  :mod:`dvis_sdk.inference.handle`, which opened videos decode through, replaced by a plain iterator);
 - ``prefetch``: decoding of the next window overlaps inference within a video (``overlap=False``: what
   ``predict()`` does), but each video is opened and its first windows decoded while the model waits;
 - ``overlap``:  the default: in addition, the next video is opened and decodes while the current one infers;
@@ -33,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dvis_sdk  # noqa: E402
 from dvis_sdk.batch import predict_folder  # noqa: E402
-from dvis_sdk.inference import video_io  # noqa: E402
+from dvis_sdk.inference import handle  # noqa: E402
+from dvis_sdk.io import write_video  # noqa: E402
 
 
 def make_clips(folder: Path, n: int, frames: int, w: int, h: int) -> None:
@@ -50,13 +52,13 @@ def make_clips(folder: Path, n: int, frames: int, w: int, h: int) -> None:
                 f[(xx - cx) ** 2 + (yy - cy) ** 2 < (h // 8) ** 2] = (255, 255 - 60 * k, 60 * k)
             f = np.clip(f.astype(np.int16) + rng.integers(-12, 13, f.shape), 0, 255).astype(np.uint8)
             clip.append(f)
-        video_io.write_video(folder / f"clip{i:03d}.mp4", clip, fps=25)
+        write_video(folder / f"clip{i:03d}.mp4", clip, fps=25)
 
 
 def tiny_model(min_size: int, device: str) -> "dvis_sdk.VideoSegmenter":
     import torch
 
-    from dvis_sdk.convert import load_official_config
+    from dvis_sdk.official import load_official_config
 
     cfg_path = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "11_e2e_online_r50" / "config.json"
     cfg = load_official_config(json.loads(cfg_path.read_text()))
@@ -133,9 +135,16 @@ def cpu_seconds() -> float:
 
 def run(seg, src: Path, mode: str, device: str, threads=None) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"dvis-bench-{mode}-"))
-    real_prefetch = video_io.prefetch
+    real_prefetch, patched_calls = handle.prefetch, []
+
+    def no_prefetch(iterable, depth=2):
+        patched_calls.append(1)
+        return iter(iterable)
+
     if mode == "serial":
-        video_io.prefetch = lambda it, depth=2: iter(it)  # the predictor imports it at call time
+        # VideoHandle (what VideoSegmenter.open returns and predict / the batch workers use) calls the name it
+        # imported into dvis_sdk.inference.handle; replacing it there turns the background decoding off
+        handle.prefetch = no_prefetch
     kwargs = dict(overlap=mode != "serial" and mode != "prefetch", cpus_per_worker=threads)
     if mode == "workers2":
         kwargs.update(workers=2)
@@ -145,9 +154,12 @@ def run(seg, src: Path, mode: str, device: str, threads=None) -> dict:
             s = predict_folder(seg, src, out, progress=False, **kwargs)
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     finally:
-        video_io.prefetch = real_prefetch
+        handle.prefetch = real_prefetch
         shutil.rmtree(out, ignore_errors=True)
     assert s.exit_code == 0, s.table()
+    if mode == "serial" and not patched_calls:
+        raise RuntimeError("serial mode measured nothing different: the predictor no longer decodes through "
+                           "dvis_sdk.inference.handle.prefetch; patch what it uses now")
     frames = sum(r["frames"] for r in s.ok)
     res = {"mode": mode, "videos": len(s.ok), "wall_s": round(wall, 2), "videos_per_hour": round(len(s.ok) * 3600 / wall),
            "frames_per_s": round(frames / wall, 2),

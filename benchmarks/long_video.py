@@ -49,7 +49,7 @@ def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size:
     import torch
 
     from dvis_sdk import VideoSegmenter
-    from dvis_sdk.convert import load_official_config, official_cfg_tree
+    from dvis_sdk.official import load_official_config, official_cfg_tree
 
     if config == "tiny":  # the official R50 OVIS config, narrowed
         tree = official_cfg_tree("ovis/DVIS_Plus_Offline_R50.yaml")
@@ -74,7 +74,7 @@ def _merge(dst: dict, src: dict) -> None:
 
 def make_video(path: Path, frames: int, height: int, width: int) -> None:
     """Moving bright squares on a dark textured background (cheap to decode, non-trivial masks)."""
-    from dvis_sdk.inference.video_io import write_video
+    from dvis_sdk.io import write_video
 
     rng = np.random.default_rng(0)
     bg = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
@@ -118,7 +118,7 @@ def child(args: argparse.Namespace) -> None:
             n_inst = max(n_inst, len(fr.instances))
     else:  # official: decode everything, keep every query's mask logits for the whole video
         from dvis_sdk.ops.preprocess import resize_frame, resized_shape
-        from dvis_sdk.inference.video_io import open_video
+        from dvis_sdk.io import open_video
 
         src = open_video(args.video)
         size = resized_shape(src.height, src.width, seg.cfg.input.min_size_test, seg.cfg.input.max_size_test)

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Agreement of the fast paths and of half-precision autocast with the fp32 reference computation.
 
-For every model it runs the video four ways: fp32 with every fast path off (the official computation, the
-reference), fp32 with the default fast paths, ``--dtype`` autocast with the default fast paths, and the same with
-the opt-in half-precision pixel decoder; and prints mean mask IoU / matched instances / same top-5 / largest score
-difference of the last three against the first.
+For every model it runs the video five ways: fp32 with every fast path off (the official computation, the
+reference), fp32 with the default fast paths, ``--dtype`` autocast with the default fast paths (the backbone's first
+layer in fp32: ``stem_fp32``), the same with the first layer under autocast too (``stem_fp32=False``, what the
+official code does), and the default with the opt-in half-precision pixel decoder; and prints mean mask IoU /
+matched instances / same top-5 / largest score difference of the last four against the first, and the time of each
+path (the least over ``--repeat`` runs of the whole video: process time on CPU, so with ``--threads 1`` it is the
+compute cost; wall time on CUDA).
 
     python benchmarks/precision.py                                  # the test-fixture models, bf16
     python benchmarks/precision.py --config ovis/DVIS_Plus_Online_R50_16wIter.yaml --resolution 360p --frames 6
@@ -20,8 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ import dvis_sdk  # noqa: E402
 from dvis_sdk.evaluation.agreement import compare_results  # noqa: E402
 from dvis_sdk.inference.runner import video_inference  # noqa: E402
 from dvis_sdk.layers.impl import REFERENCE_PATHS  # noqa: E402
-from dvis_sdk.models.optimize import optimize  # noqa: E402
+from dvis_sdk.models.optimize import copy_model, optimize  # noqa: E402
 
 FIXTURES = ("09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
             "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50")
@@ -43,7 +47,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _fixture_models() -> List[tuple]:
     from safetensors.torch import load_file
 
-    from dvis_sdk.convert import convert_official_state_dict, load_official_config
+    from dvis_sdk.official import convert_official_state_dict, load_official_config
 
     root = _ROOT / "tests" / "fixtures"
     out = []
@@ -67,24 +71,24 @@ def _config_model(args: argparse.Namespace) -> tuple:
     from speed import load_config, parse_resolution, synthetic_frames
 
     if args.model:  # a save_pretrained folder / manifest name / Hub repo
-        from dvis_sdk.hub import resolve_weights
+        from dvis_sdk.weights import resolve_weights
 
         resolved = resolve_weights(args.model)
         cfg = resolved.config
         model = dvis_sdk.build_model(cfg)
         model.load_state_dict(resolved.state_dict)
-        args.config = str(args.model)
+        args.config = str(args.model).rstrip("/")
     else:
         cfg = load_config(args.config, args.mode)
         torch.manual_seed(args.seed)
         model = dvis_sdk.build_model(cfg)
     if args.checkpoint:
-        from dvis_sdk.convert import convert_official_state_dict, load_official_checkpoint
+        from dvis_sdk.official import convert_official_state_dict, load_official_checkpoint
 
         model.load_state_dict(convert_official_state_dict(load_official_checkpoint(args.checkpoint), cfg))
     if args.video:
+        from dvis_sdk.io import open_video
         from dvis_sdk.ops.preprocess import resize_frame, resized_shape
-        from dvis_sdk.inference.video_io import open_video
 
         src = open_video(args.video, max_frames=args.frames)
         size = resized_shape(src.height, src.width, cfg.input.min_size_test, cfg.input.max_size_test)
@@ -96,25 +100,38 @@ def _config_model(args: argparse.Namespace) -> tuple:
     return name, model, torch.from_numpy(frames).permute(0, 3, 1, 2).float()
 
 
-def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> Any:
+def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str, repeat: int = 1) -> Tuple[Any, float]:
+    """The video's result and the least time one run took over ``repeat`` runs: CPU (process) time on CPU
+    (other processes sharing the machine only ever make a run slower), wall time on CUDA."""
     ctx = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
            else torch.autocast(device.type, dtype=DTYPES[dtype]))
-    with torch.no_grad(), ctx:
-        return video_inference(model, video.to(device))
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    best = float("inf")
+    for _ in range(max(repeat, 1)):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = clock()
+        with torch.no_grad(), ctx:
+            out = video_inference(model, video.to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, clock() - t0)
+    return out, best
 
 
-def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dtype: str) -> Dict[str, Any]:
-    model = model.to(device).eval()
-    ref = _run(optimize(model, **REFERENCE_PATHS), video, device, "fp32")
-    optimize(model)  # the defaults a VideoSegmenter gets
+def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dtype: str,
+            repeat: int = 1) -> Dict[str, Any]:
+    """Agreement (and time) of each path against the fp32 official computation; does not change ``model``."""
+    model = copy_model(model).to(device).eval()
+    ref, _ = _run(optimize(model, **REFERENCE_PATHS), video, device, "fp32")
     rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:])}
-    for label, dt in (("fp32 fast paths", "fp32"), (f"{dtype} fast paths", dtype)):
-        a = compare_results(ref, _run(model, video, device, dt))
-        rows[label] = a.__dict__
-    # opt-in: the pixel decoder under autocast too
-    optimize(model, pixel_decoder_fp32=False)
-    rows[f"{dtype} +half pix.dec."] = compare_results(ref, _run(model, video, device, dtype)).__dict__
-    optimize(model, pixel_decoder_fp32=True)
+    variants = (("fp32 fast paths", "fp32", {}),
+                (f"{dtype} fast paths", dtype, {}),  # the defaults a VideoSegmenter gets
+                (f"{dtype} +half stem", dtype, {"stem_fp32": False}),
+                (f"{dtype} +half pix.dec.", dtype, {"pixel_decoder_fp32": False}))
+    for label, dt, choices in variants:
+        out, seconds = _run(optimize(model, **choices), video, device, dt, repeat)
+        rows[label] = {**compare_results(ref, out).__dict__, "seconds": round(seconds, 3)}
     return rows
 
 
@@ -133,6 +150,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs per path; the least time is reported")
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
     if args.threads:
@@ -144,15 +162,16 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     if not models:
         raise SystemExit("no models: give --config, or run from a checkout with tests/fixtures")
     results = []
-    print(f"{'model':<34}{'path':<22}{'mean IoU':>9}{'min IoU':>9}{'matched':>9}{'top-5':>7}{'max dscore':>11}")
+    print(f"{'model':<40}{'path':<22}{'mean IoU':>9}{'min IoU':>9}{'matched':>9}{'top-5':>7}{'max dscore':>11}"
+          f"{'time s':>8}")
     for name, model, video in models:
-        r = measure(name, model, video, device, args.dtype)
+        r = measure(name, model, video, device, args.dtype, args.repeat)
         results.append(r)
         for label, a in r.items():
             if isinstance(a, dict):
-                print(f"{name:<34}{label:<22}{a['mean_iou']:>9.4f}{a['min_iou']:>9.4f}"
+                print(f"{name:<40}{label:<22}{a['mean_iou']:>9.4f}{a['min_iou']:>9.4f}"
                       f"{a['matched']:>5}/{a['total']:<3}{'same' if a['same_top'] else 'diff':>7}"
-                      f"{a['max_score_diff']:>11.2e}")
+                      f"{a['max_score_diff']:>11.2e}{a['seconds']:>8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

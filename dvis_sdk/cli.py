@@ -6,9 +6,14 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
+
+
+TRUST_PICKLE_HELP = ("read a pickle-based --checkpoint (.pth / .pkl) with no restriction on what it may run; only "
+                     "for a file from a source you trust (by default only weights-like content is read)")
 
 
 class UserError(Exception):
@@ -26,7 +31,8 @@ def _load_segmenter(args: argparse.Namespace, **settings: Any):
         if backend == "onnxruntime" or providers:
             raise UserError("--backend onnxruntime / --providers run an export folder: dvis export --config ... "
                             "--checkpoint ... --out DIR, then --model DIR")
-        return VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode, **kwargs)
+        return VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode,
+                                            trust_pickle=getattr(args, "trust_pickle", False), **kwargs)
     if backend or providers:
         kwargs.update(backend=backend, providers=providers)
     return VideoSegmenter.from_pretrained(args.model, mode=args.mode, **kwargs)
@@ -155,6 +161,15 @@ def _checksum_state(m: dict) -> str:
     return "verified" if m.get("sha256") else "unverified"
 
 
+def _source_column(m: dict) -> str:
+    if m.get("source") == "embedded":
+        return "embedded in the package"
+    if m.get("source") == "external":
+        # on a Hub repo without published file names (DVIS-DAQ): download by hand, nothing is guessed
+        return f"{m['repo_id']} (download by hand)" if m.get("repo_id") else "local file (see download page)"
+    return m.get("repo_id") or "-"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .weights import default_model_name, list_models
 
@@ -162,8 +177,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     head = ("  name", "dataset", "AP", "source", "revision", "file", "sha256")
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
              str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
-             m.get("repo_id") or ("embedded in the package" if m.get("source") == "embedded"
-                                  else "local file (see download page)"),
+             _source_column(m),
              (m.get("revision") or "-")[:12], m.get("filename") or "-", _checksum_state(m)) for m in list_models()]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
@@ -171,6 +185,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     pinned = sorted({(m["repo_id"], m["revision"]) for m in list_models() if m.get("source") == "hub"})
     for repo, rev in pinned:
         print(f"{repo} is pinned to revision {rev}; 'verified' files are checked against their sha256 after download")
+    unpinned = sorted({(m["repo_id"], m["config"]) for m in list_models()
+                       if m.get("source") == "external" and m.get("repo_id")})
+    for repo in sorted({r for r, _ in unpinned}):
+        print(f"{repo}: file names not published, no revision pinned: download the file from "
+              f"https://huggingface.co/{repo} and run VideoSegmenter.from_official(CONFIG, FILE) "
+              f"(CONFIG: the entry's official yaml, e.g. {next(c for r, c in unpinned if r == repo)})")
     return 0
 
 
@@ -185,7 +205,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .inference.predictor import VideoSegmenter
 
-    seg = VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode)
+    seg = VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode, trust_pickle=args.trust_pickle)
     path = seg.save_pretrained(args.out_dir)
     print(f"converted -> {path} (load with VideoSegmenter.from_pretrained({str(args.out_dir)!r}))")
     return 0
@@ -215,35 +235,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    import torch
+    from .training.finetuning import finetune
 
-    from .inference.predictor import VideoSegmenter
-    from .training.datasets import VideoClipDataset
-    from .training.trainers import DenoisingTrainer, TrainConfig
-
-    if args.iters < 1:
+    if args.iters is not None and args.iters < 1:
         raise UserError(f"--iters must be >= 1, got {args.iters}")
-    if (args.val_data is None) != (args.val_frames is None):
-        raise UserError("--val-data and --val-frames go together")
+    if args.val_frames and not args.val_data:
+        raise UserError("--val-frames needs --val-data (the validation annotation JSON or folder)")
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
-    model = VideoSegmenter.from_pretrained(args.model, mode="online", device="cpu").model
-    inp = model.cfg.input
-    data = VideoClipDataset.from_files(args.data, args.frames, num_frames=args.num_frames,
-                                       frame_range=args.frame_range, min_sizes=args.min_size or (inp.min_size_test,),
-                                       max_size=args.max_size or inp.max_size_test)
-    cfg = TrainConfig(iters=args.iters, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                      device=args.device, amp=args.amp, seed=args.seed, ckpt_every=args.ckpt_every,
-                      eval_every=args.eval_every, progress=not args.quiet, log_every=args.log_every)
-    cache = None if args.cache == "none" else args.cache
-    val = (args.val_data, args.val_frames) if args.val_data else None
-    trainer = DenoisingTrainer(model, data, args.out, cfg, val=val, noise=args.noise, noise_ratio=args.noise_ratio,
-                               cache=cache)
-    out = trainer.train(resume=args.resume)
-    if not args.quiet:
-        ev = f"; last evaluation: {trainer.last_eval}" if trainer.last_eval else ""
-        print(f"fine-tuned the tracker for {args.iters} iterations (noise {trainer.noise}) -> {out} "
-              f"(load with VideoSegmenter.from_pretrained({str(out)!r})){ev}")
+    extra = {k: getattr(args, k) for k in ("batch_size", "grad_accum", "lr", "amp", "ckpt_every", "log_every")
+             if getattr(args, k) is not None}
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    res = finetune(args.data, args.out, frames=args.frames, model=args.model, config=args.config,
+                   checkpoint=args.checkpoint, mode=args.mode, stages=args.stages, preset_name=args.preset,
+                   iters=args.iters, val=args.val_data, val_frames=args.val_frames, holdout=args.holdout,
+                   eval_every=args.eval_every, resume=args.resume, device=args.device, seed=args.seed,
+                   progress=not args.quiet, trust_pickle=args.trust_pickle, num_frames=args.num_frames,
+                   noise=args.noise, noise_ratio=args.noise_ratio, log=log, **extra)
+    if not args.quiet and res.after:
+        print(f"validation AP before {res.before.get('AP', float('nan')):.1f} -> after {res.after['AP']:.1f}")
     return 0
 
 
@@ -256,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default=None, help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
+    pr.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     pr.add_argument("--mode", choices=["online", "offline"], default=None)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -295,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
+    ba.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     ba.add_argument("--mode", choices=["online", "offline"], default=None)
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
     ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
@@ -347,36 +361,44 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("checkpoint")
     cv.add_argument("out_dir")
     cv.add_argument("--mode", choices=["online", "offline"], default=None)
+    cv.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     cv.set_defaults(func=cmd_convert)
 
-    ft = sub.add_parser("finetune", help="fine-tune the DVIS++ tracker on a YouTube-VIS style dataset "
-                                         "(segmenter frozen, denoising training)")
-    ft.add_argument("--data", required=True, help="annotation JSON (YouTube-VIS / OVIS format)")
-    ft.add_argument("--frames", required=True, help="folder the annotation's file_names are relative to")
+    ft = sub.add_parser("finetune", help="fine-tune a model on a YouTube-VIS style dataset (see docs/training.md)",
+                        description="Fine-tune the chosen stages (segmenter, tracker, refiner) of a model on a "
+                                    "YouTube-VIS dataset; the output folder loads with VideoSegmenter.from_pretrained.")
+    ft.add_argument("--data", required=True, help="dataset folder (annotation JSON + JPEGImages/) or the JSON")
+    ft.add_argument("--frames", default=None, help="frames folder, if not JPEGImages/ next to the annotation file")
+    ft.add_argument("--out", required=True, help="output folder (stage checkpoints, metrics, the fine-tuned model)")
     ft.add_argument("--model", default=None, help="manifest name or save_pretrained folder (default: the manifest's)")
-    ft.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, the fine-tuned model)")
-    ft.add_argument("--noise", choices=["none", "weighted_average", "crop_concat", "shuffle", "wa", "cc", "rs"],
-                    default="shuffle")
-    ft.add_argument("--noise-ratio", type=float, default=0.5, help="probability that a frame is noised")
-    ft.add_argument("--iters", type=int, default=1000)
-    ft.add_argument("--batch-size", type=int, default=2, help="clips per step")
-    ft.add_argument("--grad-accum", type=int, default=1)
-    ft.add_argument("--lr", type=float, default=1e-4)
-    ft.add_argument("--num-frames", type=int, default=5, help="frames per training clip")
-    ft.add_argument("--frame-range", type=int, default=2, help="official SAMPLING_FRAME_RANGE")
-    ft.add_argument("--min-size", type=int, nargs="+", default=None, help="training shortest-edge sizes "
-                    "(default: the model's test size)")
-    ft.add_argument("--max-size", type=int, default=None)
-    ft.add_argument("--device", default="auto")
-    ft.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
-    ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--cache", default="memory", help="frozen segmenter outputs: memory, none, or a folder")
-    ft.add_argument("--ckpt-every", type=int, default=500)
-    ft.add_argument("--log-every", type=int, default=20)
-    ft.add_argument("--val-data", default=None, help="annotation JSON of a validation split")
+    ft.add_argument("--config", default=None, help="official yaml or config.json (with --checkpoint)")
+    ft.add_argument("--checkpoint", default=None, help="official / model-zoo checkpoint (.pth / .pkl / .safetensors)")
+    ft.add_argument("--trust-pickle", action="store_true", help="unpickle --checkpoint without restrictions")
+    ft.add_argument("--mode", choices=["online", "offline"], default=None,
+                    help="offline: add a fresh refiner to an online model (train it with --stages ...,refiner)")
+    ft.add_argument("--stages", default="tracker", help="comma-separated: segmenter,tracker,refiner")
+    ft.add_argument("--preset", default="tiny", choices=["tiny", "small", "official"],
+                    help="training schedule: tiny (tens of videos), small (hundreds), official")
+    ft.add_argument("--iters", type=int, default=None, help="iterations per stage (default: the preset's)")
+    ft.add_argument("--val-data", default=None, help="validation split (folder or annotation JSON)")
     ft.add_argument("--val-frames", default=None)
-    ft.add_argument("--eval-every", type=int, default=0)
-    ft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    ft.add_argument("--holdout", type=float, default=0,
+                    help="hold out this many videos (or this fraction, if < 1) of --data for validation")
+    ft.add_argument("--eval-every", type=int, default=None, help="validate every N iterations (default: at each "
+                    "checkpoint)")
+    ft.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    ft.add_argument("--noise", choices=["none", "weighted_average", "crop_concat", "shuffle", "wa", "cc", "rs"],
+                    default=None, help="tracker query noise (default: the model config's)")
+    ft.add_argument("--noise-ratio", type=float, default=None, help="probability that a frame is noised")
+    ft.add_argument("--batch-size", type=int, default=None, help="clips per step")
+    ft.add_argument("--grad-accum", type=int, default=None)
+    ft.add_argument("--lr", type=float, default=None)
+    ft.add_argument("--num-frames", type=int, default=None, help="frames per training clip (default per stage)")
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default=None)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--ckpt-every", type=int, default=None)
+    ft.add_argument("--log-every", type=int, default=None)
     ft.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(func=cmd_finetune)
@@ -414,5 +436,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise
 
 
+def entry() -> None:
+    """The ``dvis`` console script: :func:`main`, then exit with its code. After an interrupt (130) every finished
+    result is already on disk (atomic writes), so the process ends without interpreter finalisation: a native
+    decoder thread still winding down there can otherwise abort the process (SIGABRT) instead of exiting 130."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

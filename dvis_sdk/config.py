@@ -1,7 +1,7 @@
 """Typed, JSON-serialisable model configuration.
 
 A :class:`DVISConfig` holds everything needed to build a model and run the official test
-pipeline; it never refers to detectron2. :func:`dvis_sdk.convert.load_official_config` turns an
+pipeline; it never refers to detectron2. :func:`dvis_sdk.official.load_official_config` turns an
 official yaml into one of these.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 from .runtime import jsonable
 
-VARIANTS = ("dvis++", "dvis")
+VARIANTS = ("dvis++", "dvis", "daq")
 MODES = ("online", "offline")
 BACKBONES = ("resnet", "swin", "vit_adapter")
 
@@ -139,6 +139,26 @@ class RefinerConfig:
 
 
 @dataclass
+class DAQConfig:
+    """DVIS-DAQ's ``MODEL.VIDEO_HEAD`` (inference keys only); used when ``DVISConfig.variant == "daq"``.
+
+    ``kick_out`` (frames dropped in a row before a sequence dies) is the official constructor default (8), not a
+    cfg key. ``num_new_ins`` must equal ``segmenter.num_queries``.
+    """
+
+    num_new_ins: int = 10
+    num_slots: int = 5
+    inference_select_threshold: float = 0.1
+    aux_inference_select_threshold: float = 0.01
+    dis_fg_threshold: float = 0.01
+    noise_frame_num: int = 1
+    offline_topk_num: int = 20
+    ovis_infer: bool = False
+    use_local_attn: bool = False
+    kick_out: int = 8
+
+
+@dataclass
 class InputConfig:
     """The official test pipeline: RGB, resize shortest edge, normalise, pad."""
 
@@ -170,6 +190,7 @@ class DVISConfig:
     test: TestConfig = field(default_factory=TestConfig)
     dataset: Optional[str] = None
     class_names: Optional[List[str]] = None
+    daq: Optional[DAQConfig] = None  # DVIS-DAQ only
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -178,13 +199,15 @@ class DVISConfig:
             raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
         if self.mode == "offline" and self.refiner is None:
             self.refiner = RefinerConfig()
+        if self.variant == "daq" and self.daq is None:
+            self.daq = DAQConfig(num_new_ins=self.segmenter.num_queries)
         if self.class_names is not None and len(self.class_names) != self.segmenter.num_classes:
             raise ValueError(
                 f"{len(self.class_names)} class names given for {self.segmenter.num_classes} classes")
 
     @property
     def tracker_hidden_dim(self) -> int:
-        """DVIS++ tracks cat(query, re-id embedding): twice the decoder width; DVIS the width itself."""
+        """DVIS++ tracks cat(query, re-id embedding): twice the decoder width; DVIS and DAQ the width itself."""
         return 2 * self.segmenter.hidden_dim if self.variant == "dvis++" else self.segmenter.hidden_dim
 
     # --- JSON round trip -------------------------------------------------------------------
@@ -226,7 +249,7 @@ def _from_dict(cls: type, d: Any) -> Any:
 _NESTED = {
     "BackboneConfig": BackboneConfig, "ResNetConfig": ResNetConfig, "SwinConfig": SwinConfig,
     "ViTAdapterConfig": ViTAdapterConfig, "SegmenterConfig": SegmenterConfig, "TrackerConfig": TrackerConfig,
-    "RefinerConfig": RefinerConfig, "InputConfig": InputConfig, "TestConfig": TestConfig,
+    "RefinerConfig": RefinerConfig, "DAQConfig": DAQConfig, "InputConfig": InputConfig, "TestConfig": TestConfig,
 }
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Iterator, TextIO, Union
+from typing import Any, Callable, Iterator, TextIO, Union
 
 import numpy as np
 import torch
@@ -38,6 +39,24 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:
         return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def fp32_under_autocast(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, enabled: bool = True,
+                        dtype: torch.dtype = torch.float32) -> Any:
+    """``fn(x)`` with autocast disabled and ``x`` cast to ``dtype`` (the dtype of ``fn``'s weights: float32 unless the
+    model itself was cast to a half dtype) when ``enabled`` and autocast is on for ``x``'s device; else ``fn(x)``."""
+    device_type = x.device.type
+    if not enabled or not autocast_enabled(device_type):
+        return fn(x)
+    with torch.autocast(device_type, enabled=False):
+        return fn(x.to(dtype))
+
+
+def warn_moved_module(old: str, new: str) -> None:
+    """Called from the body of a deprecated module ``old``: one DeprecationWarning naming ``new``, attributed to the
+    line that imported ``old`` (``warnings`` skips the import machinery's frames when counting ``stacklevel``, so
+    Python's default filter shows it when that line is in ``__main__``)."""
+    warnings.warn(f"{old} is deprecated and will be removed; import from {new}", DeprecationWarning, stacklevel=3)
 
 
 def autocast_cast(x: torch.Tensor) -> torch.Tensor:

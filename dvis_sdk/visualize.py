@@ -3,7 +3,7 @@
 - :func:`render_frame` / :func:`render_frames`: masks blended in per-track colours that stay fixed across frames,
   a contour, ``label score`` at each instance and optionally ``#track_id``.
 - :func:`render_video`: the same, written through OpenCV with a codec
-  fallback (``mp4v``, then MJPG in an ``.avi``; a clear :class:`~dvis_sdk.inference.video_io.VideoWriteError`
+  fallback (``mp4v``, then MJPG in an ``.avi``; a clear :class:`~dvis_sdk.io.VideoWriteError`
   when no codec works).
 - :func:`save_id_maps` / :func:`load_id_map`: one 16-bit PNG per frame holding ``track_id + 1`` per pixel
   (0 = background) for downstream tools.
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, 
 
 import numpy as np
 
-from .inference.video_io import open_video, write_video
+from .io import open_video, write_video
 from .results import FrameResult, VideoResult
 
 __all__ = ["track_color", "render_frame", "render_frames", "render_video", "id_map_frames", "save_id_maps",
@@ -120,7 +120,7 @@ def render_frame(frame: np.ndarray, result: Union[VideoResult, FrameResult], ind
 def render_frames(frames: Iterable[np.ndarray], result: Union[VideoResult, Iterable[FrameResult]],
                   **kwargs: Any) -> Iterator[np.ndarray]:
     """Lazily render a video: ``frames`` in the result's order and size (``(index, frame)`` pairs of a
-    :class:`~dvis_sdk.inference.video_io.VideoSource` work too); ``result`` a :class:`VideoResult` or the
+    :class:`~dvis_sdk.io.VideoSource` work too); ``result`` a :class:`VideoResult` or the
     :class:`FrameResult` s of a stream. ``kwargs`` go to :func:`render_frame`."""
     per_frame = None if isinstance(result, VideoResult) else iter(result)
     for i, frame in enumerate(frames):

@@ -17,11 +17,11 @@ from typing import List, Tuple
 import numpy as np
 
 try:
-    from dvis_sdk.inference.video_io import write_video
+    from dvis_sdk.io import write_video
     from dvis_sdk.training.synthetic import ShapeTrack, make_background, render_scene
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dvis_sdk.inference.video_io import write_video
+    from dvis_sdk.io import write_video
     from dvis_sdk.training.synthetic import ShapeTrack, make_background, render_scene
 
 # (kind, RGB colour); drawing order = depth order, later shapes occlude earlier ones

@@ -146,7 +146,7 @@ def stage_refiner(work: Path, iters: int, resume: bool) -> None:
 
 
 def stage_export_offline(work: Path) -> None:
-    from dvis_sdk.hub import sha256_file
+    from dvis_sdk.weights import sha256_file
 
     EXPORT_DIR_OFFLINE.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
@@ -185,7 +185,7 @@ def stage_eval_offline(work: Path, num_videos: int, write_ap: bool) -> dict:
 
 
 def stage_export(work: Path) -> None:
-    from dvis_sdk.hub import sha256_file
+    from dvis_sdk.weights import sha256_file
 
     src = work / "tracker"
     EXPORT_DIR.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import dvis_sdk
 from dvis_sdk.batch import BatchLockedError, discover_videos, predict_folder
 from dvis_sdk.batch.store import OutputLock
 from dvis_sdk.cli import main
-from dvis_sdk.inference.video_io import write_video
+from dvis_sdk.io import write_video
 from dvis_sdk.results import VideoResult
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import load_fixture
-from dvis_sdk.convert import ConversionError, UnsafePickleError, load_official_checkpoint
+from dvis_sdk.official import ConversionError, UnsafePickleError, load_official_checkpoint
 from dvis_sdk.weights import resolve_official
 
 
@@ -128,3 +128,35 @@ def test_official_weights_as_pkl_convert_like_the_pth(tmp_path):
     a = resolve_official(fx.config, tmp_path / "model.pth").state_dict
     b = resolve_official(fx.config, tmp_path / "model.pkl").state_dict
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_trust_pickle_reaches_the_segmenter_the_cli_and_the_spec(tmp_path, capsys):
+    """A checkpoint that is safe to the user but not weights-only (here: a Fraction in its metadata) is refused by
+    default and read with the explicit trust flag, through ``VideoSegmenter.from_official``, ``dvis convert
+    --trust-pickle``, and a rebuild from ``spec()`` (what batch workers do)."""
+    import yaml
+
+    from dvis_sdk import VideoSegmenter
+    from dvis_sdk.cli import main
+
+    fx = load_fixture("11_e2e_online_r50")
+    ckpt = tmp_path / "model_final.pkl"
+    ckpt.write_bytes(pickle.dumps({"model": {k: v.numpy() for k, v in fx.weights.items()},
+                                   "lr": fractions.Fraction(1, 3)}, protocol=2))
+    cfg_yaml = tmp_path / "cfg.yaml"
+    cfg_yaml.write_text(yaml.safe_dump(fx.config))
+
+    with pytest.raises(UnsafePickleError, match="fractions.Fraction"):
+        VideoSegmenter.from_official(cfg_yaml, ckpt, device="cpu")
+    seg = VideoSegmenter.from_official(cfg_yaml, ckpt, device="cpu", trust_pickle=True)
+    assert seg.spec()["model"]["trust_pickle"] is True
+    rebuilt = VideoSegmenter.from_spec(seg.spec())
+    a, b = seg.model.state_dict(), rebuilt.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    assert main(["convert", str(cfg_yaml), str(ckpt), str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trust_pickle" in err
+    assert main(["convert", str(cfg_yaml), str(ckpt), str(tmp_path / "conv"), "--trust-pickle"]) == 0
+    conv = VideoSegmenter.from_pretrained(tmp_path / "conv").model.state_dict()
+    assert all(torch.equal(a[k], conv[k]) for k in a)

@@ -10,7 +10,7 @@ import torch
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.cli import main
-from dvis_sdk.inference.video_io import write_video
+from dvis_sdk.io import write_video
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.config import DVISConfig
-from dvis_sdk.convert import ConversionError, convert_official_state_dict, load_official_checkpoint, load_official_config
+from dvis_sdk.official import ConversionError, convert_official_state_dict, load_official_checkpoint, load_official_config
 from dvis_sdk.inference.predictor import load_state_dict_strict
 
 ALL_E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
@@ -113,7 +113,7 @@ def test_checkpoint_file_round_trip(tmp_path):
 
 
 def _shipped_model_yamls():
-    from dvis_sdk.convert import OFFICIAL_CONFIG_DIR
+    from dvis_sdk.official import OFFICIAL_CONFIG_DIR
     return sorted(str(p.relative_to(OFFICIAL_CONFIG_DIR)) for p in OFFICIAL_CONFIG_DIR.rglob("*.yaml")
                   if p.name.startswith(("DVIS_Online", "DVIS_Offline", "DVIS_Plus_Online", "DVIS_Plus_Offline")))
 
@@ -143,7 +143,7 @@ def test_official_yaml_builds_full_size_model(rel):
 
 
 def test_official_yaml_lookup_by_suffix_and_ambiguity():
-    from dvis_sdk.convert import find_official_yaml
+    from dvis_sdk.official import find_official_yaml
     assert find_official_yaml("ovis/DVIS_Plus_Offline_R50.yaml").name == "DVIS_Plus_Offline_R50.yaml"
     with pytest.raises(FileNotFoundError, match="ambiguous"):
         find_official_yaml("DVIS_Plus_Offline_R50.yaml")

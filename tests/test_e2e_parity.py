@@ -10,7 +10,7 @@ import torch
 
 import dvis_sdk
 from conftest import assert_close_ref, load_fixture
-from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.inference.runner import WindowRunner, forward_video, video_inference
 
 E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",

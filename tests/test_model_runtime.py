@@ -9,7 +9,7 @@ import torch
 
 import dvis_sdk
 from conftest import load_fixture
-from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.inference.runner import WindowRunner, forward_video
 
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from dvis_sdk.configs import datasets as ds
-from dvis_sdk.configs import official_defaults as od
+from dvis_sdk import official as od
 
-OFFICIAL = Path(od.__file__).resolve().parent / "official"
+OFFICIAL = Path(od.OFFICIAL_CONFIG_DIR)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ALL_YAMLS = sorted(OFFICIAL.rglob("*.yaml"))
 _ABSENT = object()
@@ -90,7 +90,7 @@ def _leaves(tree: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]
 
 # ------------------------------------------------------------------------------------------- yamls
 def test_expected_files_are_vendored():
-    assert len(ALL_YAMLS) == 39
+    assert len(ALL_YAMLS) == 52  # 39 DVIS / DVIS++ + 13 DVIS-DAQ
     for rel in ENTRY_DVIS_PLUS + ENTRY_DVIS:
         assert (OFFICIAL / rel).is_file(), rel
     assert (OFFICIAL / "SOURCES.md").is_file()
@@ -229,8 +229,8 @@ def _fixture_configs():
 @pytest.mark.parametrize("name,cfg", _fixture_configs())
 def test_fixture_config_keys_exist_in_the_defaults(name, cfg):
     """The fixtures' cfg dumps were taken from the official cfg: every key must exist in our defaults."""
-    defaults = od.OFFICIAL_DEFAULTS_DVIS if cfg["MODEL"]["META_ARCHITECTURE"] in ("DVIS_online", "DVIS_offline") \
-        else od.OFFICIAL_DEFAULTS
+    from dvis_sdk.official import DEFAULTS_BY_FAMILY, META_ARCHS
+    defaults = DEFAULTS_BY_FAMILY[META_ARCHS[cfg["MODEL"]["META_ARCHITECTURE"]][0]]
     missing = [k for k, _ in _leaves(cfg) if ".VIT_ADAPTER.CUSTOM." not in k and _get(defaults, k, _ABSENT) is _ABSENT]
     assert not missing, missing
     # keys no fixture overrides carry the official default value

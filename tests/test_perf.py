@@ -18,7 +18,7 @@ from dvis_sdk.evaluation.agreement import compare_results
 from dvis_sdk.inference.runner import forward_video, video_inference
 from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS
 from dvis_sdk.models.optimize import compile_module, impl_choices, optimize
-from dvis_sdk.convert import convert_official_state_dict, load_official_config
+from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.layers.attention import multi_head_attention
 from dvis_sdk.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_fast
 

@@ -160,7 +160,7 @@ def test_stream_offline_model_runs_tracker_only():
 
 
 def test_predict_video_file_time_range(tmp_path):
-    from dvis_sdk.inference.video_io import write_video
+    from dvis_sdk.io import write_video
 
     seg, _ = _segmenter()
     path = write_video(tmp_path / "v.mp4", list(_video(20, 64, 96)), fps=10.0)
@@ -168,7 +168,7 @@ def test_predict_video_file_time_range(tmp_path):
     assert res.num_frames == 5 and res.meta["start"] == 0.5 and res.meta["stride"] == 2
     from dvis_sdk.visualize import render_video
     render_video(res, path, tmp_path / "o.mp4")   # the overlay uses the same frames
-    from dvis_sdk.inference.video_io import open_video
+    from dvis_sdk.io import open_video
     assert open_video(tmp_path / "o.mp4").count_exact() == 5
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dvis_sdk import VideoSegmenter, hub
+from dvis_sdk import VideoSegmenter, weights
 from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +25,13 @@ def segmenter():
 
 def test_resolves_offline_from_the_package(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    entry = hub.get_model_entry(NAME)
-    assert hub.default_model_name() == NAME and entry["source"] == "embedded"
-    res = hub.resolve_weights(NAME, local_files_only=True)
+    entry = weights.get_model_entry(NAME)
+    assert weights.default_model_name() == NAME and entry["source"] == "embedded"
+    res = weights.resolve_weights(NAME, local_files_only=True)
     assert res.source.startswith("embedded") and res.name == NAME
-    weights = hub.embedded_model_path(entry) / "model.safetensors"
-    assert weights.stat().st_size < 20 * 2**20
-    assert entry["sha256"] == hub.sha256_file(weights)
+    weights_file = weights.embedded_model_path(entry) / "model.safetensors"
+    assert weights_file.stat().st_size < 20 * 2**20
+    assert entry["sha256"] == weights.sha256_file(weights_file)
     assert res.config.segmenter.num_queries == entry["num_queries"]
     assert (res.config.input.min_size_test, res.config.input.max_size_test) == (entry["min_size_test"],
                                                                                  entry["max_size_test"])

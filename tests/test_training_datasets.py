@@ -128,7 +128,7 @@ def test_flip_and_resize_keep_masks_on_their_objects(synth):
 def test_training_resize_is_the_inference_resize(synth):
     """Training frames are resized exactly as inference resizes them (PIL bilinear, detectron2's pipeline at train
     and test time), masks with PIL nearest (detectron2 ``apply_segmentation``)."""
-    from dvis_sdk.inference.preprocess import resize_frame
+    from dvis_sdk.ops.preprocess import resize_frame
     from dvis_sdk.training.datasets import load_frame
 
     ann_path, frames = synth

@@ -233,7 +233,7 @@ def test_refiner_trainer_runs_and_only_trains_the_refiner(data, tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_finetune_end_to_end(data, tmp_path, capsys):
     from dvis_sdk.cli import main
-    from dvis_sdk.hub import load_pretrained
+    from dvis_sdk.weights import load_pretrained
 
     torch.manual_seed(0)
     src = tmp_path / "model"
@@ -243,7 +243,7 @@ def test_cli_finetune_end_to_end(data, tmp_path, capsys):
                "shuffle", "--iters", "3", "--out", str(out), "--batch-size", "1", "--num-frames", "3",
                "--log-every", "1", "--device", "cpu", "--quiet"])
     assert rc == 0
-    assert [m["iter"] for m in _metrics(out)] == [1, 2, 3]
+    assert [m["iter"] for m in _metrics(out / "tracker")] == [1, 2, 3]
     seg = VideoSegmenter.from_pretrained(out)
     assert seg.cfg.tracker.noise_mode == "rs"
     _, before = load_pretrained(src)
@@ -256,7 +256,7 @@ def test_cli_finetune_end_to_end(data, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--data", "missing.json"], "annotation file not found"),
     (["--iters", "0"], "--iters must be >= 1"),
-    (["--val-data", "x.json"], "--val-data and --val-frames go together"),
+    (["--val-data", "x.json"], "annotation file not found: x.json"),
 ])
 def test_cli_finetune_user_errors(argv, message, data, tmp_path, capsys):
     from dvis_sdk.cli import main
@@ -264,7 +264,7 @@ def test_cli_finetune_user_errors(argv, message, data, tmp_path, capsys):
     src = tmp_path / "model"
     VideoSegmenter(build_model(micro_config())).save_pretrained(src)
     base = {"--data": str(data[0]), "--frames": str(data[1]), "--model": str(src), "--out": str(tmp_path / "o"),
-            "--iters": "2"}
+            "--iters": "2", "--device": "cpu"}
     base.update(dict(zip(argv[::2], argv[1::2])))
     assert main(["finetune"] + [x for kv in base.items() for x in kv]) == 2
     err = capsys.readouterr().err.strip()

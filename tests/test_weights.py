@@ -19,7 +19,7 @@ from conftest import load_fixture
 from dvis_sdk import weights as hub
 from dvis_sdk.weights import manifest as wmanifest
 from dvis_sdk.weights import resolve as wresolve
-from dvis_sdk.convert import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
+from dvis_sdk.official import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FX = "11_e2e_online_r50"
@@ -114,7 +114,8 @@ def test_manifest_schema():
     assert hub.validate_manifest(m) == []
     assert m["version"] == 1 and m["default"] == "dvis-tiny-shapes"
     embedded = [e for e in hub.list_models() if e["source"] == "embedded"]
-    assert [e["name"] for e in embedded] == ["dvis-tiny-shapes"]
+    assert [e["name"] for e in embedded] == ["dvis-tiny-shapes", "dvis-tiny-shapes-offline"]
+    assert [e["mode"] for e in embedded] == ["online", "offline"]
     models = [e for e in hub.list_models() if e["source"] != "embedded"]
     for e in models:
         for f in hub.REQUIRED_FIELDS:
@@ -127,6 +128,9 @@ def test_manifest_schema():
             assert e["filename"] == f"DVIS++/weights/{e['mode']}_{e['backbone']}_{ds}_{round(e['reported_ap'] * 10)}.pth"
             assert e["sha256"] == KNOWN_SHA256.get(e["filename"]), e["name"]
             assert "pattern" not in e and "keywords" not in e
+        elif e["variant"] == "daq":  # on zhouyik/DVIS-DAQ without published file names: nothing guessed
+            assert e["download_page"] == f"https://huggingface.co/{e['repo_id']}" and e["filename"] is None
+            assert e["revision"] is None and e["sha256"] is None
         else:
             assert e["download_page"].startswith("https://") and e["filename"]
     plus = [e for e in models if e["variant"] == "dvis++"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..inference.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key
+from ..io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_sort_key
 
 PathLike = Union[str, os.PathLike]
 _GLOB_CHARS = set("*?[")

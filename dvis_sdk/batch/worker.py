@@ -52,7 +52,7 @@ class Prepared:
     def _open(self, seg: Any, task: VideoTask, opts: BatchOptions) -> None:
         try:
             if task.kind == "missing":
-                from ..inference.video_io import VideoReadError
+                from ..io import VideoReadError
                 raise VideoReadError(f"{task.path}: no such file or directory")
             self._handle = seg.open(task.path, stride=opts.stride, max_frames=opts.max_frames)
         except Exception as e:  # noqa: BLE001 - handed to the consumer, which records it
@@ -120,7 +120,7 @@ def process_video(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optio
 
     The overlay is written before ``results.json``, so the result file existing means the video is complete."""
     from ..inference.runner import InferenceOOMError
-    from ..inference.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError
+    from ..io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError
 
     t0 = time.perf_counter()
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..ops.preprocess import resize_frame, resized_shape
-from .video_io import open_video, prefetch
+from ..io import open_video, prefetch
 
 Window = Tuple[int, torch.Tensor]  # (index of the first frame, (t, 3, h, w) uint8 RGB frames at model size)
 

@@ -14,8 +14,8 @@ from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPES, autocast_context, resolve_device
 from .handle import VideoHandle
-from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode
-from .video_io import VideoReadError
+from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
+from ..io import VideoReadError
 
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
 DEFAULT_CHUNK_SIZE = 300
@@ -27,13 +27,14 @@ _OPEN_DEFAULTS = {"resize": True, "max_frames": None, "stride": 1, "start": None
 
 
 class VideoSegmenter:
-    """Video instance segmentation with a DVIS / DVIS++ model.
+    """Video instance segmentation with a DVIS / DVIS++ / DVIS-DAQ model.
 
     >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
     >>> result = seg.predict(frames)                                                        # doctest: +SKIP
 
     Args:
-        model: an ``OnlineDVIS`` / ``OfflineDVIS`` (usually built by the ``from_*`` constructors).
+        model: an ``OnlineDVIS`` / ``OfflineDVIS`` / ``OnlineDAQ`` / ``OfflineDAQ`` (usually built by the
+            ``from_*`` constructors).
         device: "cpu", "cuda", "cuda:N" or "auto". dtype: "fp32", "fp16" or "bf16" (autocast; scores and mask
             up-sampling stay fp32).
         window_size: frames the segmenter runs at once; chunk_size: offline, frames the refiner sees at once.
@@ -51,7 +52,8 @@ class VideoSegmenter:
                  compile: bool = False, optimize: bool = True):
         # the segmenter works on its own copy: moving, eval mode, fast paths and compilation never touch the
         # caller's model (the from_* constructors hand over a model nobody else holds, without a copy)
-        self._setup(copy_model(model) if isinstance(model, torch.nn.Module) else model, device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
+        own = copy_model(model) if isinstance(model, torch.nn.Module) else model  # an exported backend is read-only
+        self._setup(own, device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
 
     @classmethod
     def _owning(cls, model: OnlineDVIS, **kwargs: Any) -> "VideoSegmenter":
@@ -83,7 +85,7 @@ class VideoSegmenter:
             # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
             # torch.compile only on request: its first call per input shape compiles for a long time
             optimize_model(self.model, compile=compile)
-        self.window_size = window_size or model.cfg.test.window_size
+        self.window_size = window_size or default_window_size(model)
         if self.window_size < 1 or (chunk_size is not None and chunk_size < 1):
             raise ValueError("window_size and chunk_size must be >= 1")
         self.chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
@@ -106,17 +108,21 @@ class VideoSegmenter:
 
     @classmethod
     def from_official(cls, cfg: Union[str, Path, Mapping, DVISConfig], checkpoint: Union[str, Path, Mapping],
-                      mode: Optional[str] = None, **kwargs: Any) -> "VideoSegmenter":
-        """Official yaml (or cfg dict, or DVISConfig) + official checkpoint (path to .pth / .safetensors, or a
-        state dict / detectron2 ``{"model": ...}`` dict)."""
-        from ..convert import convert_official_state_dict, load_official_checkpoint, load_official_config
+                      mode: Optional[str] = None, trust_pickle: bool = False, **kwargs: Any) -> "VideoSegmenter":
+        """Official yaml (or cfg dict, or DVISConfig) + official checkpoint (path to .pth / .pkl / .safetensors, or a
+        state dict / detectron2 ``{"model": ...}`` dict). ``trust_pickle``: read a pickle-based checkpoint with no
+        restriction on what it may reference (only for a file from a source you trust; see
+        :func:`dvis_sdk.official.load_official_checkpoint`); :meth:`spec` carries it, so workers read it alike."""
+        from ..official import convert_official_state_dict, load_official_checkpoint, load_official_config
 
         config = cfg if isinstance(cfg, DVISConfig) else load_official_config(cfg, mode=mode)
-        sd = load_official_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+        sd = (load_official_checkpoint(checkpoint, trust_pickle=trust_pickle) if isinstance(checkpoint, (str, Path))
+              else checkpoint)
         seg = cls.from_config(config, convert_official_state_dict(sd, config), **kwargs)
         if isinstance(cfg, (str, Path)) and isinstance(checkpoint, (str, Path)):
             seg._source = {"official": str(Path(cfg).resolve()) if Path(cfg).exists() else str(cfg),
-                           "checkpoint": str(Path(checkpoint).resolve()), "mode": mode}
+                           "checkpoint": str(Path(checkpoint).resolve()), "mode": mode,
+                           "trust_pickle": bool(trust_pickle)}
         return seg
 
     @classmethod
@@ -124,7 +130,7 @@ class VideoSegmenter:
                         cache_dir: Optional[Union[str, Path]] = None, revision: Optional[str] = None,
                         token: Union[str, bool, None] = None, backend: Optional[str] = None,
                         providers: Optional[Sequence[str]] = None, **kwargs: Any) -> "VideoSegmenter":
-        """A manifest name (``dvis_sdk.hub.list_models()``; default: the manifest's default model), a directory
+        """A manifest name (``dvis_sdk.weights.list_models()``; default: the manifest's default model), a directory
         written by :meth:`save_pretrained`, or a Hub repo id holding one. ``mode`` overrides online/offline
         (an offline model runs online without its refiner).
 
@@ -132,8 +138,8 @@ class VideoSegmenter:
         needs ``dvis_sdk[onnx]``, no PyTorch weights); ``providers`` chooses its execution providers (default CPU;
         e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). ``backend`` (default: from the folder)
         insists on one."""
-        from ..hub import default_model_name, resolve_weights
         from ..export.onnx_export import is_onnx_export
+        from ..weights import default_model_name, resolve_weights
 
         name = str(name_or_path or default_model_name())
         local = Path(name).expanduser()
@@ -178,7 +184,7 @@ class VideoSegmenter:
         from, so that :meth:`from_spec` rebuilds an equivalent one (in another process, on another machine).
 
         ``spec["model"]`` is ``{"pretrained": name or folder, "mode", "cache_dir", "revision"}`` or ``{"official":
-        yaml, "checkpoint": path, "mode"}`` when the weights were loaded from there, else ``{"config": config dict}``
+        yaml, "checkpoint": path, "mode", "trust_pickle"}`` when the weights were loaded from there, else ``{"config": config dict}``
         (then give the weights to :meth:`from_spec`: ``state_dict=seg.model.state_dict()``). Replace ``"model"``
         (e.g. by ``{"pretrained": folder}`` after :meth:`save_pretrained`) or ``"device"`` to place a copy."""
         return {"model": dict(self._source) if self._source else {"config": self.cfg.to_dict()},
@@ -219,7 +225,7 @@ class VideoSegmenter:
     def save_pretrained(self, directory: Union[str, Path]) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (an exported backend: a copy of its export folder);
         :meth:`from_pretrained` reads them back."""
-        from ..hub import save_pretrained
+        from ..weights import save_pretrained
 
         if self.backend != "pytorch":
             import shutil
@@ -293,6 +299,8 @@ class VideoSegmenter:
             window_size: frames the segmenter runs at once (default: the model's; the result does not depend on it).
             chunk_size: offline mode: frames the refiner sees at once (default :attr:`chunk_size`); a video no
                 longer than it is refined whole, exactly as the official code.
+                DVIS-DAQ models ignore it: their refiner sees the whole video, as the official code
+                (``docs/daq.md``: what grows with the video).
             on_frames: called with the number of frames of each window once it is through inference.
 
         Memory does not grow with video length except for the run-length-encoded results. On out-of-memory the
@@ -303,7 +311,8 @@ class VideoSegmenter:
                               end=end)
         info = handle.info
         runner = self._runner(info, window_size or handle.window_size, chunk_size, use_refiner=True)
-        acc = ScoreAccumulator(self.cfg.segmenter.num_queries, buffer_bytes=int(self.mask_buffer_mb * 2**20))
+        acc = ScoreAccumulator(None if runner.final else self.cfg.segmenter.num_queries,
+                               buffer_bytes=int(self.mask_buffer_mb * 2**20))
         try:
             for w in self._run(runner, handle, progress, on_frames):
                 acc.add(w)
@@ -338,8 +347,14 @@ class VideoSegmenter:
         a score of at least ``score_threshold`` and a non-empty mask are reported, at most ``max_num`` per frame.
         Memory stays constant however long the video is. An offline model streams with its tracker only (no
         refiner: the refiner needs the whole clip). Use ``window_size=1`` for the lowest latency. ``frames``: as
-        :meth:`predict` (a :class:`VideoHandle` from :meth:`open` too).
+        :meth:`predict` (a :class:`VideoHandle` from :meth:`open` too). DVIS-DAQ models raise
+        ``NotImplementedError``: their output only exists at the end of the video (use :meth:`predict`).
         """
+        if callable(getattr(self.model, "finalize", None)):
+            family = "DVIS-DAQ" if self.cfg.variant == "daq" else self.cfg.variant
+            raise NotImplementedError(
+                f"stream() is not available for {family} models: their official output exists only at the end of "
+                "the video (a sequence's score is the mean over all its frames); use predict()")
         handle = self._handle(frames, window_size, resize=resize, max_frames=max_frames, stride=stride, start=start,
                               end=end)
         info = handle.info

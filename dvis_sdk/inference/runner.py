@@ -28,8 +28,19 @@ session, a model with a different tracker) can be run by implementing them:
     the :class:`~dvis_sdk.models.dvis.WindowOutput` s of consecutive windows -> ``pred_logits`` / ``pred_masks``
     over all their frames.
 
-The score accumulation assumes every window reports the same ``Q`` queries (one per tracked sequence); a backend
-whose number of sequences varies would pad its outputs to a fixed ``Q`` or bring its own accumulator.
+``finalize(state, windows) -> outputs`` (optional: models whose output exists only at the end of the video)
+    Its presence makes the runner yield nothing per window: ``track`` only advances the state (its ``outputs``
+    need just ``pred_logits`` (1, t, Q, C+1), to count frames) and :meth:`WindowRunner.finish` calls
+    ``finalize(state, windows)`` once. ``windows``: every tracked :class:`~dvis_sdk.models.dvis.WindowOutput` of
+    the video (segmenter outputs kept) when the model has ``refines_at_end = True`` and the refiner is used, else
+    ``None``. ``outputs``: ``pred_cls`` (n, C+1), the logits each of the ``n`` output rows is ranked by, and
+    ``pred_masks`` (1, n, T, h, w) over all frames (``n`` may vary from video to video, 0 included). DVIS-DAQ
+    uses it: its output rows are the instance sequences of its final state (a sequence's score is the mean over
+    ALL its stored frames), so the state holds every sequence's per-frame mask logits until the end (memory grows
+    with frames x sequences, as in the official code); its offline refiner sees the segmenter outputs of the whole
+    video.
+
+Otherwise the score accumulation assumes every window reports the same ``Q`` queries (one per tracked sequence).
 """
 from __future__ import annotations
 
@@ -112,7 +123,7 @@ class ScoreAccumulator:
     encoded for all queries as it arrives so memory stops growing except for the RLE results. Both give the same
     masks."""
 
-    num_queries: int
+    num_queries: Optional[int] = None  # None: taken from the first window (a finalizing model's row count)
     keep_masks: bool = True
     buffer_bytes: int = 1 << 30
     frames: int = 0
@@ -122,6 +133,8 @@ class ScoreAccumulator:
     rles: List[List[Optional[RLE]]] = field(default_factory=list)
 
     def add(self, w: WindowResult) -> None:
+        if self.num_queries is None:
+            self.num_queries = int(w.logits.shape[1])
         s = w.logits.double().sum(0)
         self.logit_sum = s if self.logit_sum is None else self.logit_sum + s
         if w.aux_logits is not None:
@@ -173,7 +186,7 @@ class ScoreAccumulator:
 
     def select(self, max_num: int) -> Tuple[List[float], List[int], List[int]]:
         """The official top-k over queries x classes: (scores, labels, query ids), by decreasing score."""
-        if self.frames == 0:
+        if self.frames == 0 or not self.num_queries:
             return [], [], []
         pred_cls, aux = self.mean_logits()
         scores, labels, queries = select_topk(pred_cls, max_num, aux)
@@ -219,8 +232,11 @@ class WindowRunner:
         self.image_size = tuple(image_size)
         self.output_size = tuple(output_size)
         self.window_size = window_size
-        self.offline = use_refiner and callable(getattr(model, "refine", None))
-        self.chunk_size = max(chunk_size or window_size, window_size) if self.offline else None
+        self.final = callable(getattr(model, "finalize", None))  # output only at the end (step ``finalize``)
+        refines = getattr(model, "refines_at_end", False) if self.final else callable(getattr(model, "refine", None))
+        self.offline = use_refiner and bool(refines)
+        # a finalizing model refines the whole video at once: there are no chunks
+        self.chunk_size = max(chunk_size or window_size, window_size) if self.offline and not self.final else None
         self.keep_outputs = keep_outputs
         self.state: Any = None
         self.frames_done = 0
@@ -289,6 +305,10 @@ class WindowRunner:
         every completed chunk)."""
         self._padded = (int(images.shape[-2]), int(images.shape[-1]))
         for w in self.windows(images):
+            if self.final:
+                if self.offline:
+                    self._pending.append(w)  # the refiner needs the whole video's segmenter outputs
+                continue
             if self.offline:
                 w.start = self._pending_frames
                 self._pending.append(w)
@@ -300,7 +320,11 @@ class WindowRunner:
                                    outputs=w.tracker)
 
     def finish(self) -> Iterator[WindowResult]:
-        """Flush what is still buffered (offline: the last, partial chunk)."""
+        """Flush what is still buffered (offline: the last, partial chunk; a finalizing model: its one result)."""
+        if self.final:
+            if self.state is not None:
+                yield self._finalize()
+            return
         if self.offline and self._pending:
             yield from self._refine_pending()
 
@@ -309,6 +333,17 @@ class WindowRunner:
         return WindowResult(start=start, logits=logits[0].float(), mask_logits=mask_logits[0],
                             padded_size=self._padded, image_size=self.image_size, output_size=self.output_size,
                             aux_logits=aux, outputs=outputs if self.keep_outputs else None)
+
+    def _finalize(self) -> WindowResult:
+        windows, self._pending = self._pending, []
+        with self.autocast():
+            out = self.model.finalize(self.state, windows if self.offline else None)
+        frames = int(out["pred_masks"].shape[2])
+        # every frame carries the row's ranking logits: the accumulator's time-mean gives them back exactly
+        logits = out["pred_cls"].float().unsqueeze(0).expand(frames, -1, -1)
+        return WindowResult(start=0, logits=logits, mask_logits=out["pred_masks"][0], padded_size=self._padded,
+                            image_size=self.image_size, output_size=self.output_size,
+                            outputs=out if self.keep_outputs else None)
 
     # ---- refinement ----------------------------------------------------------------------------------------------
     def _refine_pending(self, extra: int = 0) -> Iterator[WindowResult]:
@@ -352,9 +387,11 @@ def forward_video(model: Any, images: Tensor, window_size: Optional[int] = None)
     ``pred_cls`` (Q, C+1), the time-averaged logits the post-processing ranks by (offline also ``aux_pred_cls``)."""
     size = (int(images.shape[-2]), int(images.shape[-1]))
     runner = WindowRunner(model, images.device, contextlib.nullcontext, image_size=size, output_size=size,
-                          window_size=window_size or model.cfg.test.window_size, chunk_size=int(images.shape[0]),
+                          window_size=window_size or default_window_size(model), chunk_size=int(images.shape[0]),
                           keep_outputs=True)
     outs = [r.outputs for r in list(runner.run(images)) + list(runner.finish())]
+    if runner.final:  # the model's own whole-video read-out (see the step ``finalize``)
+        return outs[0]
     pred_logits = torch.cat([o["pred_logits"] for o in outs], dim=1)
     result = {"pred_logits": pred_logits, "pred_masks": torch.cat([o["pred_masks"] for o in outs], dim=2)}
     if runner.offline:
@@ -373,9 +410,19 @@ def video_inference(model: Any, frames: Tensor, output_size: Optional[Tuple[int,
     image_size = tuple(frames.shape[-2:])
     images = model.preprocess(frames)
     out = forward_video(model, images, window_size)
+    if out["pred_cls"].shape[0] == 0:  # a finalizing model may have no output row at all
+        h, w = output_size or image_size
+        return VISOutput(scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long),
+                         ids=torch.zeros(0, dtype=torch.long),
+                         masks=torch.zeros((0, frames.shape[0], h, w), dtype=torch.bool))
     return postprocess_vis(out["pred_cls"], out["pred_masks"][0], tuple(images.shape[-2:]), image_size,
                            output_size or image_size, max_num or model.cfg.test.max_num,
                            aux_pred_cls=out.get("aux_pred_cls"))
+
+
+def default_window_size(model: Any) -> int:
+    """The model's own window (``default_window_size``, e.g. DVIS-DAQ's official 5) or its config's."""
+    return int(getattr(model, "default_window_size", None) or model.cfg.test.window_size)
 
 
 def decode(rle: RLE) -> np.ndarray:

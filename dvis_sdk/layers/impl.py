@@ -20,6 +20,12 @@ Choices (defaults = :data:`FAST_PATHS`, the official computation = :data:`REFERE
     without autocast.
 ``pixel_decoder_fp32``
     The pixel decoder runs with autocast disabled, in fp32, as the official code does. No effect without autocast.
+``stem_fp32``
+    The backbone's first layer (ResNet stem, Swin / DINOv2 patch embedding, the ViT-Adapter's first spatial-prior
+    convolution) runs with autocast disabled, in fp32. Rounding the normalised image to bf16 (8 mantissa bits:
+    steps of up to 1/64 near |x| = 2, about one pixel level) is what costs bf16 most of its mask accuracy on the
+    trained models; the first layer is a small share of the compute. No effect without autocast. The official code
+    runs it under autocast (``False``).
 """
 from __future__ import annotations
 
@@ -28,10 +34,11 @@ from typing import Any, Dict, Tuple
 DEFORM_ATTN_IMPLS = ("fast", "reference")
 
 #: The default of every choice: the fast paths (each tested for agreement with the reference).
-FAST_PATHS: Dict[str, Any] = {"sdpa": True, "deform_attn": "fast", "fp32_sampling": True, "pixel_decoder_fp32": True}
+FAST_PATHS: Dict[str, Any] = {"sdpa": True, "deform_attn": "fast", "fp32_sampling": True, "pixel_decoder_fp32": True,
+                               "stem_fp32": True}
 #: Every choice on the official computation, for agreement checks.
 REFERENCE_PATHS: Dict[str, Any] = {"sdpa": False, "deform_attn": "reference", "fp32_sampling": False,
-                                   "pixel_decoder_fp32": True}
+                                   "pixel_decoder_fp32": True, "stem_fp32": False}
 
 
 def check_choice(name: str, value: Any) -> Any:

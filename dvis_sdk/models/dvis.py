@@ -136,5 +136,8 @@ class OfflineDVIS(OnlineDVIS):
 
 def build_model(cfg: DVISConfig) -> OnlineDVIS:
     """Build the model ``cfg`` describes (online or offline), with random weights, in eval mode."""
+    if cfg.variant == "daq":  # DVIS-DAQ has its own meta-architecture (models/daq)
+        from .daq.model import build_daq_model
+        return build_daq_model(cfg)
     model = OfflineDVIS(cfg) if cfg.mode == "offline" else OnlineDVIS(cfg)
     return model.eval()

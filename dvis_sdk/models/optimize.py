@@ -83,14 +83,14 @@ def impl_choices(model: nn.Module) -> dict:
 
 def optimize(model: nn.Module, *, sdpa: Optional[bool] = True, deform_attn: Optional[str] = "fast",
              fp32_sampling: Optional[bool] = True, pixel_decoder_fp32: Optional[bool] = True,
-             channels_last: Optional[bool] = None, compile: bool = False,
+             stem_fp32: Optional[bool] = True, channels_last: Optional[bool] = None, compile: bool = False,
              compile_targets: Sequence[str] = ("backbone", "pixel_decoder", "decoder"),
              compile_kwargs: Optional[dict] = None) -> nn.Module:
     """Set ``model``'s fast paths in place and return it (a whole DVIS model or any sub-module); only this model
     changes.
 
     Args:
-        sdpa, deform_attn, fp32_sampling, pixel_decoder_fp32: the choices of :mod:`dvis_sdk.layers.impl`, set on
+        sdpa, deform_attn, fp32_sampling, pixel_decoder_fp32, stem_fp32: the choices of :mod:`dvis_sdk.layers.impl`, set on
             every module that owns them (defaults: the fast paths; ``None`` leaves a choice as it is).
             ``optimize(model, **REFERENCE_PATHS)`` puts every choice on the official computation.
         channels_last: convert the backbone's convolutions to channels-last memory format and feed it
@@ -103,7 +103,8 @@ def optimize(model: nn.Module, *, sdpa: Optional[bool] = True, deform_attn: Opti
         compile_kwargs: passed to ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``).
     """
     choices = {k: v for k, v in dict(sdpa=sdpa, deform_attn=deform_attn, fp32_sampling=fp32_sampling,
-                                     pixel_decoder_fp32=pixel_decoder_fp32).items() if v is not None}
+                                     pixel_decoder_fp32=pixel_decoder_fp32, stem_fp32=stem_fp32).items()
+               if v is not None}
     for name, value in choices.items():
         check_choice(name, value)
     for m in model.modules():

@@ -40,10 +40,12 @@ class TemporalRefiner(nn.Module):
         mask_dim: channels of the mask features.
         class_num: number of classes (the class head has ``class_num + 1`` outputs).
         windows: frames per chunk when computing masks (bounds memory only; results don't depend on it).
+        local_conv: build and run step 2 (the short temporal conv). DVIS-DAQ's refiner has it only with
+            ``VIDEO_HEAD.USE_LOCAL_ATTN`` (its checkpoints then lack the conv keys); DVIS / DVIS++ always.
     """
 
     def __init__(self, hidden_channel: int, feedforward_channel: int, num_head: int, decoder_layer_num: int,
-                 mask_dim: int, class_num: int, windows: int = 5):
+                 mask_dim: int, class_num: int, windows: int = 5, local_conv: bool = True):
         super().__init__()
         self.windows = int(windows)
         self.num_heads = num_head
@@ -57,13 +59,14 @@ class TemporalRefiner(nn.Module):
         self.conv_norms = nn.ModuleList()
         for _ in range(decoder_layer_num):
             self.transformer_time_self_attention_layers.append(SelfAttentionLayer(C, num_head))
-            # Sequential indices 0 / 2 are the checkpoint's key names (index 1 is the ReLU).
-            self.conv_short_aggregate_layers.append(nn.Sequential(
-                nn.Conv1d(C, C, kernel_size=5, stride=1, padding="same", padding_mode="replicate"),
-                nn.ReLU(),
-                nn.Conv1d(C, C, kernel_size=3, stride=1, padding="same", padding_mode="replicate"),
-            ))
-            self.conv_norms.append(nn.LayerNorm(C))
+            if local_conv:
+                # Sequential indices 0 / 2 are the checkpoint's key names (index 1 is the ReLU).
+                self.conv_short_aggregate_layers.append(nn.Sequential(
+                    nn.Conv1d(C, C, kernel_size=5, stride=1, padding="same", padding_mode="replicate"),
+                    nn.ReLU(),
+                    nn.Conv1d(C, C, kernel_size=3, stride=1, padding="same", padding_mode="replicate"),
+                ))
+                self.conv_norms.append(nn.LayerNorm(C))
             self.transformer_obj_self_attention_layers.append(SelfAttentionLayer(C, num_head))
             self.transformer_cross_attention_layers.append(CrossAttentionLayer(C, num_head))
             self.transformer_ffn_layers.append(FFNLayer(C, feedforward_channel))
@@ -87,7 +90,10 @@ class TemporalRefiner(nn.Module):
             x = self.transformer_time_self_attention_layers[i](x)
             # short temporal conv over T with the residual inside the LayerNorm
             y = x.permute(1, 2, 0)  # (bQ, C, T)
-            y = self.conv_norms[i]((self.conv_short_aggregate_layers[i](y) + y).transpose(1, 2))  # (bQ, T, C)
+            if len(self.conv_short_aggregate_layers):
+                y = self.conv_norms[i]((self.conv_short_aggregate_layers[i](y) + y).transpose(1, 2))  # (bQ, T, C)
+            else:
+                y = y.transpose(1, 2)
             x = y.reshape(b, Q, T, C).transpose(0, 1).reshape(Q, b * T, C)
             # objects self-attention and per-frame cross-attention: sequence Q, batch (b, T)
             x = self.transformer_obj_self_attention_layers[i](x)

@@ -9,6 +9,7 @@ from ..config import (
     TrackerConfig, ViTAdapterConfig,
 )
 from ..configs.datasets import CLASS_NAMES, dataset_key
+from .daq import daq_config_from_tree
 from .defaults import META_ARCHS
 from .errors import ConversionError
 from .vit_presets import VIT_ADAPTER_PRESETS
@@ -84,7 +85,7 @@ def _dataset_and_classes(tree: Mapping, num_classes: int):
 
 
 def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = None) -> DVISConfig:
-    """Parse an official DVIS / DVIS++ yaml (with its ``_BASE_`` chain) or the same tree as a nested dict.
+    """Parse an official DVIS / DVIS++ / DVIS-DAQ yaml (with its ``_BASE_`` chain) or the same tree as a nested dict.
 
     Args:
         cfg: path to the yaml, a path inside the shipped official configs, or the cfg tree as a dict.
@@ -97,7 +98,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         raise ConversionError(f"unsupported MODEL.META_ARCHITECTURE {arch!r}; supported: {sorted(META_ARCHS)}")
     variant, arch_mode = META_ARCHS[arch]
     mf, head = model["MASK_FORMER"], model["SEM_SEG_HEAD"]
-    if variant == "dvis++" and not mf.get("REID_BRANCH", True):
+    if variant in ("dvis++", "daq") and not mf.get("REID_BRANCH", True):
         raise ConversionError("DVIS++ without MODEL.MASK_FORMER.REID_BRANCH is not supported")
     if head.get("PIXEL_DECODER_NAME", "MSDeformAttnPixelDecoder") != "MSDeformAttnPixelDecoder":
         raise ConversionError(f"unsupported pixel decoder {head['PIXEL_DECODER_NAME']!r}")
@@ -117,6 +118,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         reid_hidden_dim=mf.get("REID_HIDDEN_DIM", mf["HIDDEN_DIM"]),
         num_reid_head_layers=mf.get("NUM_REID_HEAD_LAYERS", 3),
     )
+    daq = daq_config_from_tree(tree) if variant == "daq" else None  # MODEL.VIDEO_HEAD, incl. HIDDEN_DIM == MASK_DIM
     if variant == "dvis++" and segmenter.hidden_dim != segmenter.mask_dim:
         raise ConversionError(f"DVIS++ needs MASK_FORMER.HIDDEN_DIM == SEM_SEG_HEAD.MASK_DIM "
                               f"(got {segmenter.hidden_dim} and {segmenter.mask_dim}): the tracker's mask head outputs "
@@ -141,6 +143,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         test=TestConfig(window_size=mf["TEST"].get("WINDOW_SIZE", 3), max_num=mf["TEST"].get("MAX_NUM", 20)),
         dataset=dataset,
         class_names=class_names,
+        daq=daq,
     )
 
 

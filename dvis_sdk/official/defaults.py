@@ -184,25 +184,60 @@ OFFICIAL_DEFAULTS_DVIS: Dict[str, Any] = _build(
 )
 
 
+# =============================================================================================
+# DVIS-DAQ: DVIS_DAQ/train_net_daq.py builds the DVIS++ cfg (its dvis_Plus/config.py equals the DVIS++ folder's
+# but for comments) plus dvis_daq/config.py::add_daq_config (zhang-tao-whu/DVIS_Plus @c0eb249).
+# =============================================================================================
+_DAQ: Dict[str, Any] = {
+    "MODEL": {"VIDEO_HEAD": {
+        "NUM_NEW_INS": 10,
+        "NUM_SLOTS": 5,
+        "OFFLINE_TOPK_NUM": 20,
+        # training only
+        "TRAINING_SELECT_THRESHOLD": 0.1,
+        "USING_THR": False,
+        "SKIP_PARAMS": [],
+        "CL_ON_SLOTS": False,
+        # inference
+        "INFERENCE_SELECT_THRESHOLD": 0.1,
+        "AUX_INFERENCE_SELECT_THRESHOLD": 0.01,
+        "NOISE_FRAME_NUM": 1,
+        "TEMPORAL_SCORE_TYPE": "mean",   # not read by VIS inference
+        "DIS_FG_THRESHOLD": 0.01,
+        "MASK_NMS_THR": 0.6,             # not read by VIS inference
+        "OVIS_INFER": False,
+        "USE_LOCAL_ATTN": False,
+    }},
+    "INPUT": {"USING_FRAME_NUM": None, "STEPS": None},
+}
+
+#: DVIS-DAQ defaults: the DVIS++ defaults plus ``MODEL.VIDEO_HEAD``.
+OFFICIAL_DEFAULTS_DAQ: Dict[str, Any] = _build(OFFICIAL_DEFAULTS, _DAQ)
+
+
 #: official MODEL.META_ARCHITECTURE -> (family, mode); the family picks the default table below.
 META_ARCHS = {
     "DVIS_Plus_online": ("dvis++", "online"),
     "DVIS_Plus_offline": ("dvis++", "offline"),
     "DVIS_online": ("dvis", "online"),
     "DVIS_offline": ("dvis", "offline"),
+    "DVIS_DAQ_online": ("daq", "online"),
+    "DVIS_DAQ_offline": ("daq", "offline"),
 }
 
-#: Default table per model family (the ``variant`` of :class:`DVISConfig`). A new family (e.g. DVIS-DAQ) adds its
-#: table here and its META_ARCHITECTURE names to :data:`dvis_sdk.official.config.META_ARCHS`.
+#: Default table per model family (the ``variant`` of :class:`DVISConfig`). A new family adds its table here and
+#: its META_ARCHITECTURE names to :data:`META_ARCHS`.
 DEFAULTS_BY_FAMILY: Dict[str, Dict[str, Any]] = {
     "dvis++": OFFICIAL_DEFAULTS,
     "dvis": OFFICIAL_DEFAULTS_DVIS,
+    "daq": OFFICIAL_DEFAULTS_DAQ,
 }
-_ALIASES = {"dvis_plus": "dvis++", "dvisplus": "dvis++"}
+_ALIASES = {"dvis_plus": "dvis++", "dvisplus": "dvis++", "dvis_daq": "daq", "dvis-daq": "daq"}
 
 
 def official_defaults(variant: str = "dvis++") -> Dict[str, Any]:
-    """A fresh deep copy of the defaults of a family: ``"dvis++"`` (DVIS_Plus) or ``"dvis"`` (original DVIS)."""
+    """A fresh deep copy of the defaults of a family: ``"dvis++"`` (DVIS_Plus), ``"dvis"`` (original DVIS) or
+    ``"daq"`` (DVIS-DAQ)."""
     family = _ALIASES.get(variant, variant)
     if family not in DEFAULTS_BY_FAMILY:
         raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(DEFAULTS_BY_FAMILY)}")

@@ -16,17 +16,18 @@ KEY_PREFIXES = {
     "tracker.": "tracker.",
     "refiner.": "refiner.",
 }
-# keys official checkpoints carry for training only (or as non-persistent constants)
-TRAINING_ONLY_PREFIXES = ("criterion.",)
+# keys official checkpoints carry for training only (or as non-persistent constants); DVIS-DAQ checkpoints use the
+# DVIS++ segmenter keys plus ``tracker.*`` (track module) / ``refiner.*`` (DAQ refiner) and a ``daq_criterion.*``
+TRAINING_ONLY_PREFIXES = ("criterion.", "daq_criterion.")
 CONSTANT_KEYS = ("pixel_mean", "pixel_std")
 
 
 def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) -> Dict[str, torch.Tensor]:
-    """Map an official DVIS / DVIS++ state dict (or a detectron2 checkpoint ``{"model": ...}``) to our key names.
+    """Map an official DVIS / DVIS++ / DVIS-DAQ state dict (or a detectron2 checkpoint ``{"model": ...}``) to ours.
 
-    Training-only entries (``criterion.*``) and the non-persistent ``pixel_mean``/``pixel_std`` are dropped
-    explicitly; refiner weights are dropped when ``cfg.mode == "online"``. Any other key that does not belong
-    to a known component raises :class:`ConversionError` listing the keys.
+    Training-only entries (``criterion.*``, ``daq_criterion.*``) and the non-persistent ``pixel_mean`` /
+    ``pixel_std`` are dropped explicitly; refiner weights are dropped when ``cfg.mode == "online"``. Any other key
+    that does not belong to a known component raises :class:`ConversionError` listing the keys.
     """
     if not isinstance(state_dict, Mapping):
         raise ConversionError(f"expected a state dict (mapping), got {type(state_dict).__name__}")

@@ -22,12 +22,15 @@ def _shipped_configs() -> list:
 def find_official_yaml(name: Union[str, Path]) -> Path:
     """Resolve an official yaml: an existing path, or a (suffix of a) path inside the shipped official configs.
 
-    ``"ovis/DVIS_Plus_Offline_R50.yaml"`` or ``"DVIS_Online_SwinL.yaml"`` work when unambiguous.
+    ``"ovis/DVIS_Plus_Offline_R50.yaml"`` or ``"DVIS_Online_SwinL.yaml"`` work when unambiguous, and so do the
+    official repo's paths (``"DVIS_DAQ/configs/dvis_daq/ovis/DAQ_Online_R50.yaml"``) when no such file exists here.
     """
     p = Path(name).expanduser()
     if p.is_file():
         return p
     want = Path(str(name).replace("\\", "/")).parts
+    if "configs" in want:  # a path of the official repo (e.g. DVIS_DAQ/configs/dvis_daq/...): match below configs/
+        want = want[len(want) - want[::-1].index("configs"):]
     candidates = [c for c in _shipped_configs() if c.parts[-len(want):] == want]
     if len(candidates) == 1:
         return candidates[0]

@@ -1,4 +1,7 @@
-"""Training DVIS / DVIS++: synthetic data, YouTube-VIS datasets, losses, query noise and trainers.
+"""Training DVIS / DVIS++: synthetic data, YouTube-VIS datasets, losses, query noise, trainers and fine-tuning.
+
+>>> from dvis_sdk.training import finetune                                          # doctest: +SKIP
+>>> finetune("my_ytvis/", "runs/ft", model="dvis-tiny-shapes", stages="segmenter,tracker", holdout=0.2)  # doctest: +SKIP
 
 >>> from dvis_sdk.training import DenoisingTrainer, TrainConfig, VideoClipDataset   # doctest: +SKIP
 >>> from dvis_sdk import VideoSegmenter                                             # doctest: +SKIP
@@ -11,10 +14,13 @@ See ``docs/training.md``.
 from .datasets import Clip, DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks
 from .config import PRESETS, TrainConfig, preset
 from .draws import Draws, ReplayDraws
+from .finetuning import FinetuneResult, finetune
 from .loop import Trainer
 from .noise import NOISE_MODES, QueryNoiser, apply_noise, attach_noiser
 from .stages import DenoisingTrainer, RefinerTrainer, SegmenterTrainer
+from .start import FinetuneError, LoadReport
 
 __all__ = ["Clip", "DatasetError", "VideoClipDataset", "YTVISAnnotations", "convert_png_masks", "NOISE_MODES",
            "QueryNoiser", "apply_noise", "attach_noiser", "DenoisingTrainer", "RefinerTrainer", "SegmenterTrainer",
-           "TrainConfig", "Trainer", "PRESETS", "preset", "Draws", "ReplayDraws"]
+           "TrainConfig", "Trainer", "PRESETS", "preset", "Draws", "ReplayDraws", "finetune", "FinetuneResult",
+           "FinetuneError", "LoadReport"]

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-import numpy as np
 import torch
 
+from ..runtime import jsonable as _jsonable
 from .utils import export_state_dict, get_rng_state, set_rng_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,7 @@ def save_checkpoint(trainer: "Trainer") -> Path:
     ``keep_checkpoints``. Returns the folder."""
     from safetensors.torch import save_file
 
-    from ..hub import _tensors_for_saving
+    from ..weights import tensors_for_saving
 
     root = trainer.out_dir / CHECKPOINT_DIR
     d = root / f"iter_{trainer.iter:07d}"
@@ -38,7 +38,7 @@ def save_checkpoint(trainer: "Trainer") -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(_tensors_for_saving(trainer.model.state_dict()), str(tmp / "model.safetensors"))
+    save_file(tensors_for_saving(trainer.model.state_dict()), str(tmp / "model.safetensors"))
     trainer.model.cfg.to_json(tmp / "config.json")
     state = {"iter": trainer.iter, "kind": trainer.kind, "optimizer": trainer.optimizer.state_dict(),
              "rng": get_rng_state(), "draws": trainer.draws_generator.get_state(),
@@ -85,28 +85,45 @@ def resume(trainer: "Trainer", path: Optional[PathLike] = None) -> int:
         trainer.draws_generator.set_state(state["draws"])
     trainer._load_extra_state(state.get("extra", {}))
     trainer.iter = int(state["iter"])
+    _truncate_log(trainer.out_dir / "metrics.jsonl", trainer.iter)
     return trainer.iter
+
+
+def _truncate_log(path: Path, last_iter: int) -> None:
+    """Drop the log records of iterations after the checkpoint (a killed run logged them; they are redone)."""
+    import json
+
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [x for x in lines if x.strip() and json.loads(x).get("iter", 0) <= last_iter]
+    if len(keep) != len(lines):
+        path.write_text("".join(x + "\n" for x in keep))
 
 
 def export(trainer: "Trainer", directory: Optional[PathLike] = None) -> Path:
     """Write the model (inference layout) as ``config.json`` + ``model.safetensors``; returns the folder."""
-    from ..hub import _write_pretrained
+    from ..weights import write_pretrained
 
     directory = Path(directory or trainer.out_dir)
     cfg = trainer.model.cfg
-    _write_pretrained(directory, cfg, export_state_dict(trainer.model))
+    write_pretrained(directory, cfg, export_state_dict(trainer.model))
     return directory
 
 
 
 def jsonable(x: Any) -> Any:
+    """:func:`dvis_sdk.runtime.jsonable`, with non-finite floats written as the strings ``"nan"`` / ``"inf"`` so that
+    ``metrics.jsonl`` stays strict JSON (an AP of a split without a class is NaN)."""
+    x = _jsonable(x)
+    return _finite(x)
+
+
+def _finite(x: Any) -> Any:
     if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
-

@@ -30,7 +30,7 @@ import torch
 
 from ..ops.preprocess import resize_frame, resized_shape
 from ..masks import decode_rles, encode_mask, polygons_to_rle
-from ..inference.video_io import IMAGE_EXTENSIONS, natural_sort_key
+from ..io import IMAGE_EXTENSIONS, natural_sort_key
 
 __all__ = ["DatasetError", "YTVISAnnotations", "VideoClipDataset", "Clip", "decode_segmentation",
            "convert_png_masks", "load_frame"]

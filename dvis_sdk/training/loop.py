@@ -137,7 +137,7 @@ class Trainer:
         return [self.dataset.sample(int(i), rng) for i in idx]
 
     def _batches(self, start: int) -> Iterator[Tuple[int, List[List[Clip]]]]:
-        from ..inference.video_io import prefetch
+        from ..io import prefetch
 
         gen = ((it, [self._micro_batch(it, m) for m in range(self.cfg.grad_accum)])
                for it in range(start, self.cfg.iters))
@@ -249,6 +249,11 @@ class Trainer:
             return
         self.last_eval = metrics
         self.log({"iter": self.iter, "eval": metrics})
+        if self.cfg.progress:
+            from tqdm import tqdm
+
+            shown = " ".join(f"{k} {metrics[k]:.1f}" for k in ("AP", "AP50", "IDF1", "HOTA") if k in metrics)
+            tqdm.write(f"[{self.kind} {self.iter}/{self.cfg.iters}] validation: {shown}")
 
     def inference_model(self) -> OnlineDVIS:
         """The model for inference (the training model itself, unless its layout differs, e.g. trainable BN)."""

@@ -116,7 +116,7 @@ def validate_manifest(manifest: Optional[dict] = None) -> List[str]:
         retired = [f for f in _RETIRED_FIELDS if e.get(f) is not None]
         if retired:
             problems.append(f"{n}: fields {retired} are no longer used; give the exact filename")
-        if e["variant"] not in ("dvis++", "dvis"):
+        if e["variant"] not in ("dvis++", "dvis", "daq"):
             problems.append(f"{n}: variant {e['variant']!r}")
         if e["mode"] not in ("online", "offline"):
             problems.append(f"{n}: mode {e['mode']!r}")
@@ -145,6 +145,16 @@ def entry_config_path(entry: Mapping[str, Any]) -> Path:
 def embedded_model_path(entry: Mapping[str, Any]) -> Path:
     """The package folder of an ``embedded`` manifest entry."""
     return PACKAGE_DIR / entry["path"]
+
+
+def unpinned_hub_message(entry: Mapping[str, Any]) -> str:
+    """One line for an ``external`` entry whose weights are on a Hub repo without published file names (DVIS-DAQ):
+    where to download and how to run the file; no file name is ever guessed."""
+    cfg = entry.get("config", "CONFIG.yaml")
+    return (f"model {entry['name']!r} has no pinned file: its weights are on https://huggingface.co/{entry['repo_id']} "
+            "but their file names are not published; download the file from there by hand and use "
+            f"VideoSegmenter.from_official('{cfg}', '/path/to/file.pth') "
+            f"(or resolve_weights('{entry['name']}', checkpoint='/path/to/file.pth'))")
 
 
 def local_weights_hint(entry: Mapping[str, Any]) -> str:

@@ -16,7 +16,9 @@ from .cache import CONVERTED_FORMAT, converted_root, find_converted, safe_name, 
 from .checksum import verify_sha256
 from .download import download, hub_cache_root, is_offline
 from .errors import ChecksumError, WeightsUnavailableError
-from .manifest import embedded_model_path, entry_config_path, get_model_entry, is_model_name, local_weights_hint
+from .manifest import (
+    embedded_model_path, entry_config_path, get_model_entry, is_model_name, local_weights_hint, unpinned_hub_message,
+)
 from .pretrained import (
     CONFIG_NAME, WEIGHTS_NAME, is_pretrained_weights, load_pretrained, load_safetensors, read_pretrained_files,
 )
@@ -84,6 +86,8 @@ def resolve_weights(name_or_path: PathLike, *, cache_dir: Optional[PathLike] = N
             res = resolve_official(_entry_config(entry), checkpoint, expected_sha256=entry.get("sha256"))
             res.name, res.entry = entry["name"], entry
             return res
+        if entry["source"] != "hub" and entry.get("repo_id"):
+            raise WeightsUnavailableError(unpinned_hub_message(entry))
         if entry["source"] != "hub":
             raise WeightsUnavailableError(
                 f"model {entry['name']!r} is not on the Hugging Face Hub: download it from {entry['download_page']} "

@@ -23,17 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...layers.impl import ImplChoices
+from ...layers.impl import ImplChoices, check_choice
+from ...runtime import fp32_under_autocast
 
 __all__ = ["PatchEmbed", "Attention", "LayerScale", "Mlp", "Block", "DinoVisionTransformer",
            "resize_patch_embed_kernel", "convert_dinov2_state_dict"]
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping conv patchifier: (B, 3, H, W) -> (B, H/p * W/p, D). Key: ``proj``."""
+class PatchEmbed(ImplChoices, nn.Module):
+    """Non-overlapping conv patchifier: (B, 3, H, W) -> (B, H/p * W/p, D). Key: ``proj``. ``stem_fp32``: run in
+    fp32 under autocast (:mod:`dvis_sdk.layers.impl`)."""
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768):
+    impl_choices = ("stem_fp32",)
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 stem_fp32: bool = True):
         super().__init__()
+        self.stem_fp32 = check_choice("stem_fp32", stem_fp32)
         self.img_size = (img_size, img_size)
         self.patch_size = (patch_size, patch_size)
         self.grid_size = (img_size // patch_size, img_size // patch_size)
@@ -42,6 +48,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
         """Returns tokens (B, h*w, D) and the token grid (h, w)."""
+        return fp32_under_autocast(self._forward, x, self.stem_fp32, self.proj.weight.dtype)
+
+    def _forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
         H, W = x.shape[-2:]
         p = self.patch_size[0]
         if H % p or W % p:
@@ -136,7 +145,7 @@ class DinoVisionTransformer(nn.Module):
     def __init__(self, img_size: int = 592, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 1024,
                  depth: int = 24, num_heads: int = 16, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  proj_bias: bool = True, ffn_bias: bool = True, init_values: Optional[float] = 1e-5,
-                 ffn_layer: str = "mlp"):
+                 ffn_layer: str = "mlp", stem_fp32: bool = True):
         super().__init__()
         if ffn_layer != "mlp":
             # DVIS++'s get_models always builds "mlp"; SwiGLU (ViT-g) is not part of DVIS++.
@@ -144,7 +153,7 @@ class DinoVisionTransformer(nn.Module):
         self.embed_dim = self.num_features = embed_dim
         self.patch_size = patch_size
         self.num_heads = num_heads
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, stem_fp32=stem_fp32)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         self.blocks = nn.ModuleList(

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...layers.conv import Conv2d
+from ...layers.impl import ImplChoices, check_choice
+from ...runtime import fp32_under_autocast
 
 __all__ = ["FrozenBatchNorm2d", "Conv2d", "BasicStem", "BottleneckBlock", "ResNet"]
 
@@ -57,11 +59,16 @@ def _make_norm(norm: str, channels: int) -> nn.Module:
     raise ValueError(f"unsupported norm {norm!r} (expected 'FrozenBN', 'BN' or 'SyncBN')")
 
 
-class BasicStem(nn.Module):
-    """7x7/2 conv + norm + ReLU + 3x3/2 max-pool (overall stride 4)."""
+class BasicStem(ImplChoices, nn.Module):
+    """7x7/2 conv + norm + ReLU + 3x3/2 max-pool (overall stride 4). ``stem_fp32``: run in fp32 under autocast
+    (:mod:`dvis_sdk.layers.impl`)."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: str = "FrozenBN"):
+    impl_choices = ("stem_fp32",)
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: str = "FrozenBN",
+                 stem_fp32: bool = True):
         super().__init__()
+        self.stem_fp32 = check_choice("stem_fp32", stem_fp32)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = 4
@@ -69,6 +76,9 @@ class BasicStem(nn.Module):
                             norm=_make_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
+        return fp32_under_autocast(self._forward, x, self.stem_fp32, self.conv1.weight.dtype)
+
+    def _forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.conv1(x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
@@ -123,7 +133,7 @@ class ResNet(nn.Module):
                  width_per_group: int = 64, num_groups: int = 1, stride_in_1x1: bool = False,
                  res5_dilation: int = 1,
                  out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
-                 in_channels: int = 3, norm: str = "FrozenBN"):
+                 in_channels: int = 3, norm: str = "FrozenBN", stem_fp32: bool = True):
         super().__init__()
         if depth not in _BLOCKS_PER_STAGE:
             raise ValueError(f"depth {depth} not supported (bottleneck depths: {sorted(_BLOCKS_PER_STAGE)})")
@@ -134,7 +144,7 @@ class ResNet(nn.Module):
             raise ValueError(f"out_features must be a non-empty subset of stem, res2..res5; got {out_features}")
         self.out_features = tuple(out_features)
 
-        self.stem = BasicStem(in_channels, stem_out_channels, norm=norm)
+        self.stem = BasicStem(in_channels, stem_out_channels, norm=norm, stem_fp32=stem_fp32)
         strides = {"stem": self.stem.stride}
         channels = {"stem": stem_out_channels}
 

@@ -20,6 +20,9 @@ import torch.utils.checkpoint as checkpoint
 from timm.layers import DropPath
 from torch import Tensor, nn
 
+from ...layers.impl import ImplChoices, check_choice
+from ...runtime import fp32_under_autocast
+
 __all__ = ["SwinTransformer", "WindowAttention", "SwinTransformerBlock", "PatchMerging", "PatchEmbed"]
 
 _OUT_NAMES = ("res2", "res3", "res4", "res5")
@@ -216,11 +219,16 @@ class BasicLayer(nn.Module):
         return x, self.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch conv (``proj``) + optional LayerNorm (``norm``); pads to the patch size."""
+class PatchEmbed(ImplChoices, nn.Module):
+    """Non-overlapping patch conv (``proj``) + optional LayerNorm (``norm``); pads to the patch size.
+    ``stem_fp32``: run in fp32 under autocast (:mod:`dvis_sdk.layers.impl`)."""
 
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, patch_norm: bool = True):
+    impl_choices = ("stem_fp32",)
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, patch_norm: bool = True,
+                 stem_fp32: bool = True):
         super().__init__()
+        self.stem_fp32 = check_choice("stem_fp32", stem_fp32)
         self.patch_size = (patch_size, patch_size)
         self.embed_dim = embed_dim
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
@@ -228,6 +236,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, embed_dim, ceil(H/p), ceil(W/p))."""
+        return fp32_under_autocast(self._forward, x, self.stem_fp32, self.proj.weight.dtype)
+
+    def _forward(self, x: Tensor) -> Tensor:
         _, _, h, w = x.shape
         ph, pw = self.patch_size
         if w % pw != 0:
@@ -256,7 +267,7 @@ class SwinTransformer(nn.Module):
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, ape: bool = False,
                  patch_norm: bool = True, out_features: Sequence[str] = _OUT_NAMES,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, stem_fp32: bool = True):
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError("depths and num_heads must have the same length")
@@ -268,7 +279,7 @@ class SwinTransformer(nn.Module):
         self.out_features = tuple(out_features)
         self.embed_dim = embed_dim
         self.ape = ape
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm, stem_fp32=stem_fp32)
         if ape:
             res = pretrain_img_size // patch_size
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, res, res))

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-from dvis_sdk.layers.ms_deform_attn import MSDeformAttn
+from ...layers.impl import ImplChoices, check_choice
+from ...layers.ms_deform_attn import MSDeformAttn
+from ...runtime import fp32_under_autocast
 
 from .dinov2 import DinoVisionTransformer, convert_dinov2_state_dict, resize_patch_embed_kernel
 
@@ -173,11 +175,15 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> List[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-class SpatialPriorModule(nn.Module):
-    """Conv stem giving c1 (stride 4, map) and c2/c3/c4 (strides 8/16/32, as token sequences)."""
+class SpatialPriorModule(ImplChoices, nn.Module):
+    """Conv stem giving c1 (stride 4, map) and c2/c3/c4 (strides 8/16/32, as token sequences). ``stem_fp32``: its
+    first conv + norm + ReLU (the one that reads the image) run in fp32 under autocast (:mod:`dvis_sdk.layers.impl`)."""
 
-    def __init__(self, inplanes: int = 64, embed_dim: int = 384):
+    impl_choices = ("stem_fp32",)
+
+    def __init__(self, inplanes: int = 64, embed_dim: int = 384, stem_fp32: bool = True):
         super().__init__()
+        self.stem_fp32 = check_choice("stem_fp32", stem_fp32)
         self.stem = nn.Sequential(*_conv_bn_relu(3, inplanes, 2), *_conv_bn_relu(inplanes, inplanes, 1),
                                   *_conv_bn_relu(inplanes, inplanes, 1), nn.MaxPool2d(3, 2, 1))
         self.conv2 = nn.Sequential(*_conv_bn_relu(inplanes, 2 * inplanes, 2))
@@ -188,9 +194,14 @@ class SpatialPriorModule(nn.Module):
         self.fc3 = nn.Conv2d(4 * inplanes, embed_dim, 1)
         self.fc4 = nn.Conv2d(4 * inplanes, embed_dim, 1)
 
+    def _first_layer(self, x: Tensor) -> Tensor:
+        return self.stem[2](self.stem[1](self.stem[0](x)))
+
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (B, 3, H, W) -> c1 (B, D, H/4, W/4), c2/c3/c4 (B, L_s, D) for s = 8, 16, 32."""
-        c1 = self.stem(x)
+        c1 = fp32_under_autocast(self._first_layer, x, self.stem_fp32, self.stem[0].weight.dtype)
+        for layer in self.stem[3:]:
+            c1 = layer(c1)
         c2 = self.conv2(c1)
         c3 = self.conv3(c2)
         c4 = self.conv4(c3)
@@ -242,6 +253,7 @@ class ViTAdapter(nn.Module):
         finetune: bool = False,
         finetune_indexes: Sequence[int] = (0,),
         with_cp: bool = False,
+        stem_fp32: bool = True,
     ):
         super().__init__()
         if any(i[0] < 0 or i[-1] >= depth or i[0] > i[-1] for i in interaction_indexes):
@@ -253,7 +265,7 @@ class ViTAdapter(nn.Module):
 
         # Registration order follows the official module (vit_module last).
         self.level_embed = nn.Parameter(torch.zeros(3, embed_dim))
-        self.spm = SpatialPriorModule(conv_inplane, embed_dim)
+        self.spm = SpatialPriorModule(conv_inplane, embed_dim, stem_fp32=stem_fp32)
         n = len(self.interaction_indexes)
         self.interactions = nn.Sequential(*[
             InteractionBlock(embed_dim, deform_num_heads, n_points, with_cffn, cffn_ratio, deform_ratio,
@@ -267,7 +279,8 @@ class ViTAdapter(nn.Module):
         self._init_adapter_weights()
 
         self.vit_module = DinoVisionTransformer(img_size, patch_size, 3, embed_dim, depth, num_heads, mlp_ratio,
-                                                qkv_bias, proj_bias, ffn_bias, layer_scale_init_values, ffn_layer)
+                                                qkv_bias, proj_bias, ffn_bias, layer_scale_init_values, ffn_layer,
+                                                stem_fp32=stem_fp32)
         self.freeze_vit = freeze_vit
         self.finetune = finetune
         self.finetune_indexes = tuple(finetune_indexes)
