@@ -504,7 +504,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak to compare with")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON ('-' = stdout only)")
-    args = p.parse_args(argv)
+    p.add_argument("--backend", choices=("pytorch", "onnxruntime"), default="pytorch",
+                   help="onnxruntime: PyTorch vs ONNX Runtime frames/s side by side (benchmarks/onnx_speed.py)")
+    args, extra = p.parse_known_args(argv)
+    if args.backend == "onnxruntime":  # its own options (--export-dir) are parsed there
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from onnx_speed import main as onnx_main
+
+        return onnx_main(argv)
+    if extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
 
     if args.threads:
         torch.set_num_threads(args.threads)

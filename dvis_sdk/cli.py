@@ -24,12 +24,36 @@ def _load_segmenter(args: argparse.Namespace, **settings: Any):
     from .inference.predictor import VideoSegmenter
 
     kwargs = dict(device=args.device, dtype=args.dtype, **settings)
+    backend, providers = getattr(args, "backend", None), _providers(getattr(args, "providers", None))
     if args.config or args.checkpoint:
         if not (args.config and args.checkpoint):
             raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
+        if backend == "onnxruntime" or providers:
+            raise UserError("--backend onnxruntime / --providers run an export folder: dvis export --config ... "
+                            "--checkpoint ... --out DIR, then --model DIR")
         return VideoSegmenter.from_official(args.config, args.checkpoint, mode=args.mode,
                                             trust_pickle=getattr(args, "trust_pickle", False), **kwargs)
+    if backend or providers:
+        kwargs.update(backend=backend, providers=providers)
     return VideoSegmenter.from_pretrained(args.model, mode=args.mode, **kwargs)
+
+
+_PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                   "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
+
+
+def _providers(text: Optional[str]) -> Optional[List[str]]:
+    """``"tensorrt,cuda,cpu"`` (or full ONNX Runtime provider names) -> the provider list, in that order."""
+    if not text:
+        return None
+    return [_PROVIDER_NAMES.get(p.strip().lower(), p.strip()) for p in text.split(",") if p.strip()]
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default=None,
+                   help="default: onnxruntime for a `dvis export` folder (--model DIR), else pytorch")
+    p.add_argument("--providers", default=None, metavar="LIST",
+                   help="ONNX Runtime execution providers in order, e.g. tensorrt,cuda,cpu (default cpu)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -187,6 +211,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    if (args.config is None) != (args.checkpoint is None):
+        raise UserError("--config and --checkpoint go together (official yaml + official checkpoint)")
+    if args.model and args.config:
+        raise UserError("give MODEL or --config/--checkpoint, not both")
+    size = None
+    if args.size:
+        try:
+            size = tuple(int(v) for v in args.size.lower().split("x"))
+            assert len(size) == 2 and min(size) > 0
+        except (ValueError, AssertionError):
+            raise UserError(f"--size: expected HxW (e.g. 384x640), got {args.size!r}") from None
+    try:
+        out = export_onnx(args.model, args.out, config=args.config, checkpoint=args.checkpoint, mode=args.mode,
+                          opset=args.opset, simplify=not args.no_simplify, size=size)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    print(f"exported to {out} (run it with onnxruntime: see docs/deployment.md)")
+    return 0
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .training.finetuning import finetune
 
@@ -238,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--chunk-size", type=int, default=None,
                     help="offline mode: frames the refiner sees at once (default 300)")
     pr.add_argument("--quiet", action="store_true")
+    _add_backend_args(pr)
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("eval", help="YouTube-VIS / OVIS video AP of results against a ground-truth file")
@@ -282,7 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--chunk-size", type=int, default=None, help="offline mode: frames the refiner sees at once")
     ba.add_argument("--no-overlap", action="store_true", help="do not decode the next video during inference")
     ba.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_backend_args(ba)
     ba.set_defaults(func=cmd_batch)
+
+    ex = sub.add_parser("export", help="export a model to ONNX graphs for ONNX Runtime / TensorRT (docs/deployment.md)")
+    ex.add_argument("model", nargs="?", default=None,
+                    help="manifest name or a directory saved by save_pretrained (or use --config/--checkpoint)")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--out", required=True, help="output folder (ONNX graphs + config.json)")
+    ex.add_argument("--config", default=None, help="official yaml (with --checkpoint)")
+    ex.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
+    ex.add_argument("--mode", choices=["online", "offline"], default=None)
+    ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument("--no-simplify", action="store_true", help="do not run onnxslim on the graphs")
+    ex.add_argument("--size", default=None, metavar="HxW",
+                    help="frame size the graphs are traced at (default 128x160; sizes stay dynamic except for "
+                         "ViT-Adapter backbones, which then only run at this size)")
+    ex.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list the models of weights_manifest.json").set_defaults(func=cmd_models)
 
@@ -359,6 +423,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             VideoWriteError, FileNotFoundError, ValueError, BatchLockedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"dvis: error: {msg}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if "pip install" not in str(e):  # only the optional-extra messages are the user's to fix
+            raise
+        print(f"dvis: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:
         if "CUDA" in str(e):

@@ -49,7 +49,7 @@ def src(tmp_path):
 
 
 def _expected(device="cpu"):
-    return dict(SETTINGS, device=device)
+    return dict(SETTINGS, device=device, backend="pytorch", providers=None)
 
 
 def test_spec_is_plain_and_round_trips(seg, tiny_model_dir):

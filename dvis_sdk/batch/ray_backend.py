@@ -69,11 +69,14 @@ def run_ray(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, events: Ev
         started = True
     actors: List[Any] = []
     try:
-        sd = {k: v.detach().to("cpu") for k, v in seg.model.state_dict().items()}
-        weights_ref = ray.put(sd)
-        del sd
-        # every setting of the driver's segmenter; the weights exactly as in the driver's memory
-        spec = dict(seg.spec(), model={"config": seg.cfg.to_dict()})
+        if seg.backend == "pytorch":
+            sd = {k: v.detach().to("cpu") for k, v in seg.model.state_dict().items()}
+            weights_ref = ray.put(sd)
+            del sd
+            # every setting of the driver's segmenter; the weights exactly as in the driver's memory
+            spec = dict(seg.spec(), model={"config": seg.cfg.to_dict()})
+        else:  # an export folder (ONNX Runtime): the actors load it from its path (shared storage)
+            weights_ref, spec = None, seg.spec()
         per_actor = 2 if opts.overlap else 1
         for dev in devices:
             gpu = str(dev).startswith("cuda")

@@ -39,6 +39,8 @@ def weights_digest(model: Any) -> str:
     """sha256 over the model's state dict (names, dtypes, shapes and bytes), independent of the device."""
     import torch
 
+    if not hasattr(model, "state_dict"):  # an exported backend (OnnxDVIS): the digest of its graph files
+        return model.digest()
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().to("cpu").contiguous()

@@ -21,7 +21,8 @@ from ..io import VideoReadError
 DEFAULT_CHUNK_SIZE = 300
 
 _DTYPES = DTYPES
-_SPEC_KEYS = ("model", "device", "dtype", "window_size", "chunk_size", "mask_buffer_mb", "optimize", "compile")
+_SPEC_KEYS = ("model", "device", "dtype", "window_size", "chunk_size", "mask_buffer_mb", "optimize", "compile",
+              "backend", "providers")
 _OPEN_DEFAULTS = {"resize": True, "max_frames": None, "stride": 1, "start": None, "end": None}
 
 
@@ -41,7 +42,9 @@ class VideoSegmenter:
         optimize: apply :func:`dvis_sdk.models.optimize.optimize` (parity-tested fast paths); compile: also
             ``torch.compile`` the segmenter (opt-in, slow first call per input shape).
 
-    ``model`` itself is never changed: the segmenter runs a copy of it (``seg.model``).
+    ``model`` itself is never changed: the segmenter runs a copy of it (``seg.model``). ``model`` may also be any
+    backend with the step protocol of :mod:`dvis_sdk.inference.runner` and a ``backend`` name, e.g. an
+    :class:`dvis_sdk.export.OnnxDVIS` (``from_pretrained(EXPORT_DIR)`` builds one): :attr:`backend` says which.
     """
 
     def __init__(self, model: OnlineDVIS, device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
@@ -49,7 +52,8 @@ class VideoSegmenter:
                  compile: bool = False, optimize: bool = True):
         # the segmenter works on its own copy: moving, eval mode, fast paths and compilation never touch the
         # caller's model (the from_* constructors hand over a model nobody else holds, without a copy)
-        self._setup(copy_model(model), device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
+        own = copy_model(model) if isinstance(model, torch.nn.Module) else model  # an exported backend is read-only
+        self._setup(own, device, dtype, window_size, chunk_size, mask_buffer_mb, compile, optimize)
 
     @classmethod
     def _owning(cls, model: OnlineDVIS, **kwargs: Any) -> "VideoSegmenter":
@@ -67,11 +71,17 @@ class VideoSegmenter:
         if dtype == "fp16" and self.device.type == "cpu":
             warnings.warn("fp16 is not supported on CPU; falling back to fp32", stacklevel=3)
             dtype = "fp32"
+        #: "pytorch", or the name of the runtime that runs an exported model ("onnxruntime")
+        self.backend = str(getattr(model, "backend", "pytorch"))
+        if self.backend != "pytorch" and (self.device.type != "cpu" or dtype != "fp32"):
+            # the runtime picks its device through its providers; pre- / post-processing stay on the CPU in fp32
+            raise ValueError(f"the {self.backend} backend runs with device='cpu', dtype='fp32' (choose CUDA / "
+                             f"TensorRT with providers=...), got device={str(self.device)!r}, dtype={dtype!r}")
         self.dtype = dtype
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval() if self.backend == "pytorch" else model
         self.optimize, self.compile = bool(optimize), bool(compile)
         self._source: Optional[Dict[str, Any]] = None  # how to load these weights again (see spec())
-        if optimize:
+        if optimize and self.backend == "pytorch":
             # the parity-tested fast paths (SDPA attention, gathered deformable attention, channels-last ResNet);
             # torch.compile only on request: its first call per input shape compiles for a long time
             optimize_model(self.model, compile=compile)
@@ -118,12 +128,26 @@ class VideoSegmenter:
     @classmethod
     def from_pretrained(cls, name_or_path: Optional[Union[str, Path]] = None, mode: Optional[str] = None,
                         cache_dir: Optional[Union[str, Path]] = None, revision: Optional[str] = None,
-                        token: Union[str, bool, None] = None, **kwargs: Any) -> "VideoSegmenter":
+                        token: Union[str, bool, None] = None, backend: Optional[str] = None,
+                        providers: Optional[Sequence[str]] = None, **kwargs: Any) -> "VideoSegmenter":
         """A manifest name (``dvis_sdk.weights.list_models()``; default: the manifest's default model), a directory
         written by :meth:`save_pretrained`, or a Hub repo id holding one. ``mode`` overrides online/offline
-        (an offline model runs online without its refiner)."""
+        (an offline model runs online without its refiner).
+
+        A folder written by ``dvis export MODEL --format onnx`` runs on ONNX Runtime (``backend="onnxruntime"``,
+        needs ``dvis_sdk[onnx]``, no PyTorch weights); ``providers`` chooses its execution providers (default CPU;
+        e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``). ``backend`` (default: from the folder)
+        insists on one."""
+        from ..export.onnx_export import is_onnx_export
         from ..weights import default_model_name, resolve_weights
 
+        name = str(name_or_path or default_model_name())
+        local = Path(name).expanduser()
+        if is_onnx_export(local) or backend == "onnxruntime":
+            return cls._from_export(local, backend, providers, mode, **kwargs)
+        if backend not in (None, "pytorch") or providers is not None:
+            raise ValueError(f"backend={backend!r} / providers=... need an ONNX export folder, got {name!r}: "
+                             "export one with `dvis export MODEL --format onnx --out DIR`")
         resolved = resolve_weights(name_or_path or default_model_name(), cache_dir=cache_dir, revision=revision,
                                    token=token)
         cfg, sd = resolved.config, resolved.state_dict
@@ -132,11 +156,26 @@ class VideoSegmenter:
             if mode == "online":
                 sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
         seg = cls.from_config(cfg, sd, **kwargs)
-        name = str(name_or_path or default_model_name())
-        local = Path(name).expanduser()
         # a token is never written into a spec: workers read it from the environment (HF_TOKEN) if needed
         seg._source = {"pretrained": str(local.resolve()) if local.exists() else name, "mode": mode,
                        "cache_dir": None if cache_dir is None else str(cache_dir), "revision": revision}
+        return seg
+
+    @classmethod
+    def _from_export(cls, path: Path, backend: Optional[str], providers: Optional[Sequence[str]],
+                     mode: Optional[str], **kwargs: Any) -> "VideoSegmenter":
+        from ..export import OnnxDVIS, is_onnx_export
+
+        if backend not in (None, "onnxruntime"):
+            raise ValueError(f"{path} is an ONNX export: it runs with backend='onnxruntime', not {backend!r}")
+        if not is_onnx_export(path):
+            raise ValueError(f"backend='onnxruntime' needs a folder written by `dvis export MODEL --format onnx "
+                             f"--out DIR`; {str(path)!r} is not one")
+        kwargs.pop("optimize", None), kwargs.pop("compile", None)  # PyTorch-only settings, kept in specs
+        if kwargs.get("device") in (None, "auto"):  # the providers choose the accelerator
+            kwargs["device"] = "cpu"
+        seg = cls._owning(OnnxDVIS(path, providers=providers, mode=mode), optimize=False, **kwargs)
+        seg._source = {"pretrained": str(path.resolve()), "mode": mode}
         return seg
 
     # ---- spec: every setting, to rebuild this segmenter elsewhere (batch workers, Ray actors) ----------------------
@@ -151,7 +190,8 @@ class VideoSegmenter:
         return {"model": dict(self._source) if self._source else {"config": self.cfg.to_dict()},
                 "device": str(self.device), "dtype": self.dtype, "window_size": self.window_size,
                 "chunk_size": self.chunk_size, "mask_buffer_mb": self.mask_buffer_mb, "optimize": self.optimize,
-                "compile": self.compile}
+                "compile": self.compile, "backend": self.backend,
+                "providers": list(getattr(self.model, "providers", None) or []) or None}
 
     def settings(self) -> Dict[str, Any]:
         """:meth:`spec` without the model: the inference settings only."""
@@ -167,6 +207,11 @@ class VideoSegmenter:
             raise ValueError(f"not a VideoSegmenter spec: unknown key(s) {sorted(unknown)}" if unknown else
                              "not a VideoSegmenter spec: it has no 'model'")
         model = dict(spec.pop("model"))
+        backend, providers = spec.pop("backend", None), spec.pop("providers", None)
+        if backend not in (None, "pytorch") or providers:
+            if "pretrained" not in model:
+                raise ValueError(f"a {backend} spec needs model={{'pretrained': EXPORT_DIR}}, got keys {sorted(model)}")
+            return cls.from_pretrained(model.pop("pretrained"), **model, backend=backend, providers=providers, **spec)
         if "pretrained" in model:
             return cls.from_pretrained(model.pop("pretrained"), **model, **spec)
         if "official" in model:
@@ -178,8 +223,14 @@ class VideoSegmenter:
         raise ValueError(f"spec['model'] must have 'pretrained', 'official' or 'config', got keys {sorted(model)}")
 
     def save_pretrained(self, directory: Union[str, Path]) -> Path:
-        """Write ``config.json`` + ``model.safetensors``; :meth:`from_pretrained` reads them back."""
+        """Write ``config.json`` + ``model.safetensors`` (an exported backend: a copy of its export folder);
+        :meth:`from_pretrained` reads them back."""
         from ..weights import save_pretrained
+
+        if self.backend != "pytorch":
+            import shutil
+
+            return Path(shutil.copytree(self.model.path, directory, dirs_exist_ok=True))
 
         return save_pretrained(self.model, directory, config=self.cfg)
 

@@ -22,8 +22,19 @@ from .impl import ImplChoices, check_choice
 
 
 def _shape_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
-    return [(int(h), int(w)) for h, w in (spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor)
-                                          else spatial_shapes)]
+    # A sequence is kept as given: under torch.export its sizes are symbolic and int() would freeze them
+    # (the ONNX export passes the shapes as a sequence so height and width stay dynamic).
+    if isinstance(spatial_shapes, Tensor):
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(h, w) for h, w in spatial_shapes]
+
+
+def _shape_tensor(spatial_shapes: Tensor | Sequence[Sequence[int]], like: Tensor) -> Tensor:
+    """(n_levels, 2) (H, W) in ``like``'s dtype and device, from a tensor or a sequence of sizes."""
+    if isinstance(spatial_shapes, Tensor):
+        return spatial_shapes.to(like.dtype)
+    return torch.stack([torch.stack([like.new_full((), 1) * h, like.new_full((), 1) * w])
+                        for h, w in spatial_shapes])
 
 
 def ms_deform_attn(
@@ -92,9 +103,10 @@ def ms_deform_attn_fast(
     for h, w in shapes:
         starts.append(acc)
         acc += (h + 2) * (w + 2)
-    starts_t = torch.tensor(starts, dtype=itype, device=device).view(n_levels, 1)
-    row_len = torch.tensor([w + 2 for _, w in shapes], dtype=itype, device=device).view(n_levels, 1)
-    size = torch.tensor([(w, h) for h, w in shapes], dtype=torch.float32, device=device).view(n_levels, 1, 2)
+    one = torch.ones((), dtype=itype, device=device)  # sizes may be symbolic (export): build tensors by arithmetic
+    starts_t = torch.stack([one * s for s in starts]).view(n_levels, 1)
+    row_len = torch.stack([one * (w + 2) for _, w in shapes]).view(n_levels, 1)
+    size = _shape_tensor(shapes, torch.ones((), dtype=torch.float32, device=device)).flip(-1).view(n_levels, 1, 2)
 
     # pixel coordinates as grid_sample (align_corners=False) computes them, kept inside [-1, size]
     pix = torch.minimum((sampling_locations.float() * size - 0.5).clamp(min=-1.0), size)
@@ -171,7 +183,7 @@ class MSDeformAttn(ImplChoices, nn.Module):
         query: Tensor,
         reference_points: Tensor,
         input_flatten: Tensor,
-        input_spatial_shapes: Tensor,
+        input_spatial_shapes: Tensor | Sequence[Sequence[int]],
         input_level_start_index: Tensor | None = None,
         input_padding_mask: Tensor | None = None,
     ) -> Tensor:
@@ -198,13 +210,13 @@ class MSDeformAttn(ImplChoices, nn.Module):
             out = ms_deform_attn(value, input_spatial_shapes, locations, weights)
         return self.output_proj(out)
 
-    def _sampling(self, query: Tensor, reference_points: Tensor, spatial_shapes: Tensor) -> Tuple[Tensor, Tensor]:
+    def _sampling(self, query: Tensor, reference_points: Tensor, spatial_shapes: Tensor | Sequence[Sequence[int]]) -> Tuple[Tensor, Tensor]:
         """Normalised sampling locations (N, Lq, M, L, P, 2) and softmax attention weights (N, Lq, M, L, P)."""
         n, len_q, _ = query.shape
         offsets = self.sampling_offsets(query).view(n, len_q, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, len_q, self.n_heads, self.n_levels * self.n_points)
         weights = F.softmax(weights, -1).view(n, len_q, self.n_heads, self.n_levels, self.n_points)
-        shapes = spatial_shapes.to(offsets.dtype)
+        shapes = _shape_tensor(spatial_shapes, offsets)
         normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         return locations, weights

@@ -185,7 +185,7 @@ class VideoMaskedAttentionDecoder(ImplChoices, nn.Module):
         pos: List[Tensor] = []
         size_list: List[Tuple[int, int]] = []
         for i in range(self.num_feature_levels):
-            size_list.append((int(x[i].shape[-2]), int(x[i].shape[-1])))
+            size_list.append(tuple(x[i].shape[-2:]))  # no int(): sizes stay symbolic under torch.export (ONNX)
             feat = self.input_proj[i](x[i])
             # The sine embedding is computed in fp32; follow the features' dtype (bf16 inference).
             pos.append(self.pe_layer(x[i]).to(feat.dtype).flatten(2).permute(2, 0, 1))  # (hw, N, C)

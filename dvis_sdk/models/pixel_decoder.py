@@ -81,10 +81,11 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         so that the fp32 values are bit-identical; at inference the ratios are all exactly 1.
         """
         refs = []
-        for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+        for lvl, (h, w) in enumerate(spatial_shapes.tolist() if isinstance(spatial_shapes, Tensor) else spatial_shapes):
+            # arange + 0.5 == linspace(0.5, h - 0.5, h) exactly (step 1.0), and keeps h symbolic under torch.export
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
@@ -151,7 +152,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flat.device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
-        memory = self.encoder(src_flat, spatial_shapes, level_start_index, valid_ratios, pos_flat, None)
+        # the encoder gets the sizes as Python numbers: symbolic under torch.export, so ONNX graphs keep dynamic H, W
+        memory = self.encoder(src_flat, [tuple(s) for s in shapes], level_start_index, valid_ratios, pos_flat, None)
         return memory, spatial_shapes, level_start_index
 
 
@@ -283,9 +285,9 @@ class MSDeformAttnPixelDecoder(ImplChoices, nn.Module):
 
             memory, spatial_shapes, level_start_index = self.transformer(srcs, pos)
             bs = memory.shape[0]
-            sizes = spatial_shapes.prod(1).tolist()
+            shapes = [tuple(s.shape[-2:]) for s in srcs]  # not spatial_shapes.tolist(): keeps export sizes symbolic
             out: List[Tensor] = []
-            for z, (h, w) in zip(memory.split(sizes, dim=1), spatial_shapes.tolist()):
+            for z, (h, w) in zip(memory.split([h * w for h, w in shapes], dim=1), shapes):
                 out.append(z.transpose(1, 2).reshape(bs, -1, h, w))
 
             # extra FPN levels, coarse -> fine

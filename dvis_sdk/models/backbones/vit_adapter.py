@@ -65,8 +65,9 @@ def _reference_points(shapes: Sequence[Tuple[int, int]], device, dtype) -> Tenso
     """Pixel-centre reference points (1, sum h*w, 1, 2), (x, y) normalised to [0, 1], row-major."""
     refs = []
     for h, w in shapes:
-        ys, xs = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device), indexing="ij")
+        # arange + 0.5 == linspace(0.5, h - 0.5, h) exactly, and keeps h symbolic under torch.export (ONNX)
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                                torch.arange(w, dtype=torch.float32, device=device) + 0.5, indexing="ij")
         refs.append(torch.stack((xs.reshape(-1) / w, ys.reshape(-1) / h), -1))
     return torch.cat(refs, 0)[None, :, None].to(dtype)
 
