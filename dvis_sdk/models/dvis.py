@@ -12,14 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import DVISConfig
-from ..ops.preprocess import normalize_and_pad
-from .backbones import build_backbone
-from .decoder import VideoMaskedAttentionDecoder
-from .pixel_decoder import MSDeformAttnPixelDecoder
 from .refiner import TemporalRefiner
+from .segmenter import SegmenterModel
 from .tracker import DVISPlusTracker, ReferringTracker, TrackerState
 
 
@@ -35,25 +32,12 @@ class WindowOutput:
     state: TrackerState = field(repr=False)
 
 
-class OnlineDVIS(nn.Module):
+class OnlineDVIS(SegmenterModel):
     """Segmenter + referring tracker (DVIS++ ``DVIS_Plus_online`` or original ``DVIS_online``)."""
 
     def __init__(self, cfg: DVISConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, decoder_variant=cfg.variant)
         seg = cfg.segmenter
-        self.backbone = build_backbone(cfg.backbone)
-        shapes = {k: (self.backbone.out_channels[k], self.backbone.out_strides[k]) for k in seg.in_features}
-        self.pixel_decoder = MSDeformAttnPixelDecoder(
-            input_shape=shapes, conv_dim=seg.convs_dim, mask_dim=seg.mask_dim, norm=seg.norm,
-            transformer_nheads=seg.transformer_enc_nheads, transformer_dim_feedforward=seg.transformer_enc_dim_feedforward,
-            transformer_enc_layers=seg.transformer_enc_layers, transformer_in_features=seg.deform_in_features,
-            common_stride=seg.common_stride)
-        self.decoder = VideoMaskedAttentionDecoder(
-            in_channels=seg.convs_dim, hidden_dim=seg.hidden_dim, num_queries=seg.num_queries, nheads=seg.nheads,
-            dim_feedforward=seg.dim_feedforward, dec_layers=seg.dec_layers, pre_norm=seg.pre_norm, mask_dim=seg.mask_dim,
-            enforce_input_project=seg.enforce_input_proj, num_classes=seg.num_classes, variant=cfg.variant,
-            num_reid_head_layers=seg.num_reid_head_layers, reid_hidden_dim=seg.reid_hidden_dim)
         tracker_cls = DVISPlusTracker if cfg.variant == "dvis++" else ReferringTracker
         tracker_kwargs = dict(hidden_channel=cfg.tracker_hidden_dim, feedforward_channel=seg.dim_feedforward,
                               num_head=seg.nheads, decoder_layer_num=cfg.tracker.decoder_layers,
@@ -61,20 +45,12 @@ class OnlineDVIS(nn.Module):
         if cfg.variant == "dvis++":
             tracker_kwargs.update(noise_mode=cfg.tracker.noise_mode, noise_ratio=cfg.tracker.noise_ratio)
         self.tracker = tracker_cls(**tracker_kwargs)
-        self.register_buffer("pixel_mean", torch.tensor(cfg.input.pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.input.pixel_std).view(-1, 1, 1), persistent=False)
-
-    @property
-    def num_classes(self) -> int:
-        return self.cfg.segmenter.num_classes
 
     # --- stages ---------------------------------------------------------------------------------
     def segment(self, images: Tensor) -> Dict[str, Tensor]:
         """(t, 3, Hp, Wp) normalised padded frames -> decoder outputs for one clip, plus ``mask_features``
         (t, mask_dim, Hp/4, Wp/4). Auxiliary (per-layer) predictions are dropped: inference never uses them."""
-        features = self.backbone(images)
-        mask_features, _, multi_scale = self.pixel_decoder.forward_features(features)
-        out = self.decoder(multi_scale, mask_features)
+        out, mask_features = self.run_segmenter(images)
         out.pop("aux_outputs", None)
         out["mask_features"] = mask_features
         return out
@@ -100,11 +76,6 @@ class OnlineDVIS(nn.Module):
         raise TypeError(f"{type(self).__name__} has no whole-video forward: run it with "
                         "dvis_sdk.inference.runner.forward_video(model, images) (raw outputs) or video_inference("
                         "model, frames) / dvis_sdk.VideoSegmenter; training calls segment / track / refine")
-
-    def preprocess(self, frames: Tensor) -> Tensor:
-        """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded to the size divisibility."""
-        return normalize_and_pad(frames.to(self.pixel_mean.device), self.cfg.input.pixel_mean,
-                                 self.cfg.input.pixel_std, self.cfg.input.size_divisibility)
 
 
 class OfflineDVIS(OnlineDVIS):

@@ -11,14 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...config import DVISConfig
-from ...ops.preprocess import normalize_and_pad
-from ..backbones import build_backbone
-from ..decoder import VideoMaskedAttentionDecoder
-from ..pixel_decoder import MSDeformAttnPixelDecoder
 from ..refiner import TemporalRefiner
+from ..segmenter import SegmenterModel
 from .readout import OnlineRows, offline_selection, online_rows
 from .state import DAQTrackState
 from .track_module import DAQTrackModule
@@ -39,7 +36,7 @@ class DAQWindow:
     records: List[Dict[str, Tensor]] = field(default_factory=list, repr=False)
 
 
-class OnlineDAQ(nn.Module):
+class OnlineDAQ(SegmenterModel):
     """Segmenter + DAQ track module (official ``DVIS_DAQ_online``), run by :class:`dvis_sdk.inference.runner.
     WindowRunner` through the steps ``segment`` / ``track`` / ``finalize``."""
 
@@ -50,43 +47,22 @@ class OnlineDAQ(nn.Module):
     refines_at_end = False
 
     def __init__(self, cfg: DVISConfig):
-        super().__init__()
         if cfg.variant != "daq" or cfg.daq is None:
             raise ValueError(f"OnlineDAQ needs a DVIS-DAQ config (variant 'daq'), got variant {cfg.variant!r}")
-        self.cfg = cfg
         seg, d = cfg.segmenter, cfg.daq
         if d.num_new_ins != seg.num_queries:
             raise ValueError(f"daq.num_new_ins ({d.num_new_ins}) must equal segmenter.num_queries ({seg.num_queries})")
-        self.backbone = build_backbone(cfg.backbone)
-        shapes = {k: (self.backbone.out_channels[k], self.backbone.out_strides[k]) for k in seg.in_features}
-        self.pixel_decoder = MSDeformAttnPixelDecoder(
-            input_shape=shapes, conv_dim=seg.convs_dim, mask_dim=seg.mask_dim, norm=seg.norm,
-            transformer_nheads=seg.transformer_enc_nheads, transformer_dim_feedforward=seg.transformer_enc_dim_feedforward,
-            transformer_enc_layers=seg.transformer_enc_layers, transformer_in_features=seg.deform_in_features,
-            common_stride=seg.common_stride)
-        self.decoder = VideoMaskedAttentionDecoder(
-            in_channels=seg.convs_dim, hidden_dim=seg.hidden_dim, num_queries=seg.num_queries, nheads=seg.nheads,
-            dim_feedforward=seg.dim_feedforward, dec_layers=seg.dec_layers, pre_norm=seg.pre_norm, mask_dim=seg.mask_dim,
-            enforce_input_project=seg.enforce_input_proj, num_classes=seg.num_classes, variant="dvis++",
-            num_reid_head_layers=seg.num_reid_head_layers, reid_hidden_dim=seg.reid_hidden_dim)
+        super().__init__(cfg, decoder_variant="dvis++")
         self.tracker = DAQTrackModule(
             hidden_dim=seg.hidden_dim, feedforward_dim=seg.dim_feedforward, num_head=seg.nheads,
             decoder_layer_num=cfg.tracker.decoder_layers, mask_dim=seg.hidden_dim, num_classes=seg.num_classes,
             num_new_ins=d.num_new_ins, num_slots=d.num_slots, inference_select_threshold=d.inference_select_threshold,
             dis_fg_threshold=d.dis_fg_threshold, ovis_infer=d.ovis_infer, kick_out=d.kick_out)
-        self.register_buffer("pixel_mean", torch.tensor(cfg.input.pixel_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.input.pixel_std).view(-1, 1, 1), persistent=False)
-
-    @property
-    def num_classes(self) -> int:
-        return self.cfg.segmenter.num_classes
 
     # --- stages ---------------------------------------------------------------------------------
     def segment(self, images: Tensor) -> Dict[str, Tensor]:
         """(t, 3, Hp, Wp) normalised padded frames -> segmenter outputs (layouts in :class:`DAQWindow`)."""
-        features = self.backbone(images)
-        mask_features, _, multi_scale = self.pixel_decoder.forward_features(features)
-        out = self.decoder(multi_scale, mask_features)
+        out, mask_features = self.run_segmenter(images)
         C = self.cfg.segmenter.hidden_dim
         return {"pred_embds": out["pred_embds"][:, :C], "pred_logits": out["pred_logits"],
                 "pred_masks": out["pred_masks"], "mask_features": mask_features}
@@ -124,11 +100,6 @@ class OnlineDAQ(nn.Module):
             seg = self.segment(images[start:start + WINDOW])
             state, records = self.track_window(seg, state, return_records)
             yield DAQWindow(start=start, segmenter=seg, state=state, records=records)
-
-    def preprocess(self, frames: Tensor) -> Tensor:
-        """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded to the size divisibility."""
-        return normalize_and_pad(frames.to(self.pixel_mean.device), self.cfg.input.pixel_mean,
-                                 self.cfg.input.pixel_std, self.cfg.input.size_divisibility)
 
     def rows(self, state: DAQTrackState, num_frames: int, mask_size: Tuple[int, int],
              with_masks: bool = True) -> OnlineRows:
