@@ -33,6 +33,30 @@ def load_fixture(name: str) -> Fixture:
     return Fixture(name)
 
 
+# offline end-to-end fixtures store only the refiner; the rest is their online fixture's (bit-identical)
+_ONLINE_BASE = {"10_e2e_offline_vit_adapter": "09_e2e_online_vit_adapter",
+                "17_e2e_offline_daq_r50": "16_e2e_online_daq_r50"}
+
+
+def official_weights(name: str) -> dict:
+    """The whole official state dict of an end-to-end fixture (offline ones completed from their online base)."""
+    fx = load_fixture(name)
+    base = _ONLINE_BASE.get(name)
+    return {**load_fixture(base).weights, **fx.weights} if base else fx.weights
+
+
+def build_fixture_model(name: str):
+    """(fixture, cfg, model) of an end-to-end fixture: its official config and weights through the converter."""
+    import dvis_sdk
+    from dvis_sdk.official import convert_official_state_dict, load_official_config
+
+    fx = load_fixture(name)
+    cfg = load_official_config(fx.config)
+    model = dvis_sdk.build_model(cfg)
+    model.load_state_dict(convert_official_state_dict(official_weights(name), cfg), strict=True)
+    return fx, cfg, model
+
+
 def assert_close_ref(actual: torch.Tensor, expected: torch.Tensor, name: str = "") -> float:
     """The fixture README's component tolerance: |a - e| <= 1e-4 * max|e| + 1e-5. Returns the max error."""
     actual = actual.detach().to(torch.float32).cpu()

@@ -7,28 +7,13 @@ import pytest
 import torch
 
 import dvis_sdk
-from conftest import assert_close_ref, load_fixture
-from dvis_sdk.official import convert_official_state_dict, load_official_config
+from conftest import assert_close_ref, build_fixture_model, load_fixture, official_weights
+from dvis_sdk.official import load_official_config
 from dvis_sdk.inference.runner import forward_video, video_inference
 from dvis_sdk.models.daq.model import OfflineDAQ, OnlineDAQ
 from test_e2e_parity import assert_same_instances
 
 EXACT = ("valid", "seq", "killed", "slot_match", "n_track")
-
-
-def _weights(name: str) -> dict:
-    fx = load_fixture(name)
-    if name == "17_e2e_offline_daq_r50":  # stores only the refiner; the rest is fixture 16's (bit-identical)
-        return {**load_fixture("16_e2e_online_daq_r50").weights, **fx.weights}
-    return fx.weights
-
-
-def _build(name: str):
-    fx = load_fixture(name)
-    cfg = load_official_config(fx.config)
-    model = dvis_sdk.build_model(cfg)
-    model.load_state_dict(convert_official_state_dict(_weights(name), cfg), strict=True)
-    return fx, cfg, model
 
 
 def _check_result(model, fx, video):
@@ -44,7 +29,7 @@ def _check_result(model, fx, video):
 
 @torch.no_grad()
 def test_online_daq_fixture():
-    fx, cfg, model = _build("16_e2e_online_daq_r50")
+    fx, cfg, model = build_fixture_model("16_e2e_online_daq_r50")
     io = fx.io
     assert isinstance(model, OnlineDAQ) and cfg.variant == "daq" and cfg.daq.ovis_infer
     video = io["in.video_uint8"].permute(0, 3, 1, 2).float()
@@ -78,7 +63,7 @@ def test_online_daq_fixture():
 
 @torch.no_grad()
 def test_offline_daq_fixture():
-    fx, cfg, model = _build("17_e2e_offline_daq_r50")
+    fx, cfg, model = build_fixture_model("17_e2e_offline_daq_r50")
     io = fx.io
     assert isinstance(model, OfflineDAQ) and cfg.daq.offline_topk_num == 6
     assert not any("conv_short_aggregate" in k for k in model.state_dict())  # USE_LOCAL_ATTN False
@@ -107,7 +92,7 @@ def test_offline_daq_fixture():
 @torch.no_grad()
 def test_offline_single_row_gives_empty_result():
     """Official quirk: exactly one refiner row -> no instance at all."""
-    fx, cfg, model = _build("17_e2e_offline_daq_r50")
+    fx, cfg, model = build_fixture_model("17_e2e_offline_daq_r50")
     model.cfg.daq.num_new_ins = 1  # the naive padding stops at one row ...
     model.cfg.daq.offline_topk_num = 1  # ... and one sequence is selected
     video = fx.io["in.video_uint8"].permute(0, 3, 1, 2).float()[:3]
@@ -133,7 +118,7 @@ def test_video_segmenter_from_official_contract(name):
     import numpy as np
 
     fx = load_fixture(name)
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _weights(name), device="cpu")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights(name), device="cpu")
     frames = fx.io["in.video_uint8"].numpy()
     result = seg.predict(frames, resize=False)
     scores = np.array([i.score for i in result.instances])
@@ -148,14 +133,14 @@ def test_video_segmenter_from_official_contract(name):
 def test_save_pretrained_round_trip_and_offline_checkpoint_online(tmp_path):
     fx = load_fixture("17_e2e_offline_daq_r50")
     frames = fx.io["in.video_uint8"].numpy()
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _weights("17_e2e_offline_daq_r50"), device="cpu")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights("17_e2e_offline_daq_r50"), device="cpu")
     seg.save_pretrained(tmp_path / "m")
     back = dvis_sdk.VideoSegmenter.from_pretrained(tmp_path / "m")
     assert isinstance(back.model, OfflineDAQ) and back.cfg == seg.cfg
     a, b = seg.predict(frames, resize=False), back.predict(frames, resize=False)
     assert [(i.label, i.score) for i in a.instances] == [(i.label, i.score) for i in b.instances]
     # an offline DAQ checkpoint runs online (refiner dropped) and then gives the online fixture's result
-    online = dvis_sdk.VideoSegmenter.from_official(fx.config, _weights("17_e2e_offline_daq_r50"), mode="online")
+    online = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights("17_e2e_offline_daq_r50"), mode="online")
     assert isinstance(online.model, OnlineDAQ) and not isinstance(online.model, OfflineDAQ)
     ref = load_fixture("16_e2e_online_daq_r50").io
     r = online.predict(frames, resize=False)

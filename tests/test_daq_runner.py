@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import dvis_sdk
-from conftest import load_fixture
+from conftest import load_fixture, official_weights
 from dvis_sdk.inference.runner import video_inference
 from dvis_sdk.official import convert_official_state_dict
 from dvis_sdk.models.daq.model import WINDOW
@@ -22,12 +22,6 @@ from dvis_sdk.ops.postprocess import postprocess_vis
 from test_e2e_parity import assert_same_instances
 
 OFFICIAL_PREFIX = {"pixel_decoder.": "sem_seg_head.pixel_decoder.", "decoder.": "sem_seg_head.predictor."}
-
-
-def _official_weights(name: str) -> dict:
-    if name == "17_e2e_offline_daq_r50":  # fixture 17 stores only the refiner; the rest is fixture 16's
-        return {**load_fixture("16_e2e_online_daq_r50").weights, **load_fixture(name).weights}
-    return load_fixture(name).weights
 
 
 def _to_official(sd: dict) -> dict:
@@ -78,7 +72,7 @@ def test_predict_equals_the_official_window_loop_with_padding(name, hw):
     runner's result equals the model's own 5-frame loop on the same padded input, masks cropped back to H x W."""
     fx = load_fixture(name)
     frames = np.ascontiguousarray(fx.io["in.video_uint8"].numpy()[:, :hw[0], :hw[1]])
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _official_weights(name), device="cpu")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights(name), device="cpu")
     result = seg.predict(frames, resize=False)
     assert result.num_frames == frames.shape[0] and (result.height, result.width) == hw
     assert result.meta["window_size"] == WINDOW and result.meta["mode"] == seg.cfg.mode
@@ -92,7 +86,7 @@ def test_result_does_not_depend_on_the_window_size(name):
     5-frame result (the OOM back-off relies on it)."""
     fx = load_fixture(name)
     frames = fx.io["in.video_uint8"].numpy()
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _official_weights(name), device="cpu")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights(name), device="cpu")
     base = seg.predict(frames, resize=False)
     for ws in (1, 2, frames.shape[0]):
         other = seg.predict(frames, resize=False, window_size=ws)
@@ -122,7 +116,7 @@ def test_tiny_random_config_from_official_dict(mode):
 
 def test_stream_names_predict():
     fx = load_fixture("16_e2e_online_daq_r50")
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _official_weights("16_e2e_online_daq_r50"))
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights("16_e2e_online_daq_r50"))
     with pytest.raises(NotImplementedError, match=r"DVIS-DAQ.*use predict\(\)"):
         next(iter(seg.stream(fx.io["in.video_uint8"].numpy(), resize=False)))
 
@@ -132,7 +126,7 @@ def test_spec_round_trip_from_yaml_and_checkpoint_files(tmp_path):
     name = "17_e2e_offline_daq_r50"
     fx = load_fixture(name)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(fx.config))
-    torch.save(_official_weights(name), tmp_path / "model_final.pth")
+    torch.save(official_weights(name), tmp_path / "model_final.pth")
     seg = dvis_sdk.VideoSegmenter.from_official(tmp_path / "cfg.yaml", tmp_path / "model_final.pth",
                                                 window_size=3)
     spec = seg.spec()
@@ -161,7 +155,7 @@ def test_batch_predict_folder(tmp_path):
     for i in range(frames.shape[0]):
         cv2.imwrite(str(src / f"{i:03d}.png"), np.ascontiguousarray(frames[i][..., ::-1]))
     write_video(tmp_path / "in" / "clip.mp4", list(frames), fps=5)
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _official_weights("16_e2e_online_daq_r50"))
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights("16_e2e_online_daq_r50"))
     summary = dvis_sdk.predict_folder(seg, tmp_path / "in", tmp_path / "out", pattern="*", progress=False)
     assert summary.exit_code == 0 and len(summary.ok) == 2 and not summary.failed, summary.table()
     res = dvis_sdk.VideoResult.load(tmp_path / "out" / "frames" / "results.json")

@@ -9,27 +9,11 @@ import pytest
 import torch
 
 import dvis_sdk
-from conftest import assert_close_ref, load_fixture
-from dvis_sdk.official import convert_official_state_dict, load_official_config
+from conftest import assert_close_ref, build_fixture_model, load_fixture, official_weights
 from dvis_sdk.inference.runner import WindowRunner, forward_video, video_inference
 
 E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
        "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50"]
-
-
-def _official_weights(name: str) -> dict:
-    fx = load_fixture(name)
-    if name == "10_e2e_offline_vit_adapter":  # stores only the refiner; the rest is fixture 09's (bit-identical)
-        return {**load_fixture("09_e2e_online_vit_adapter").weights, **fx.weights}
-    return fx.weights
-
-
-def _build(name: str):
-    fx = load_fixture(name)
-    cfg = load_official_config(fx.config)
-    model = dvis_sdk.build_model(cfg)
-    model.load_state_dict(convert_official_state_dict(_official_weights(name), cfg), strict=True)
-    return fx, cfg, model
 
 
 def assert_same_instances(scores, labels, masks, exp_scores, exp_labels, exp_masks):
@@ -52,7 +36,7 @@ def assert_same_instances(scores, labels, masks, exp_scores, exp_labels, exp_mas
 
 @pytest.mark.parametrize("name", E2E)
 def test_e2e_intermediates_and_result(name):
-    fx, cfg, model = _build(name)
+    fx, cfg, model = build_fixture_model(name)
     io = fx.io
     video = torch.from_numpy(io["in.video_uint8"].numpy()).permute(0, 3, 1, 2).float()
     images = model.preprocess(video)
@@ -102,7 +86,7 @@ def test_e2e_intermediates_and_result(name):
 def test_video_segmenter_from_official_contract(name):
     """The public minimal API: from_official(cfg dict, state dict) + predict(frames, resize=False)."""
     fx = load_fixture(name)
-    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, _official_weights(name), device="cpu")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, official_weights(name), device="cpu")
     frames = fx.io["in.video_uint8"].numpy()
     result = seg.predict(frames, resize=False)
     assert len(result.instances) == len(fx.io["out.result.scores"])
