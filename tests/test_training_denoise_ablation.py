@@ -20,7 +20,7 @@ def _module():
     return mod
 
 
-@pytest.mark.slow  # ~15 s: data generation, a segmenter step, 5 arms, 7 evaluations
+# ~15 s (the CI smoke of the study): data generation, a segmenter step, 5 arms, 7 evaluations
 def test_quick_study_runs_reports_and_resumes(tmp_path):
     mod = _module()
     out = tmp_path / "report.json"
