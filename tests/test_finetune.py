@@ -13,27 +13,15 @@ import torch
 
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.cli import main
-from dvis_sdk.config import BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig, TrackerConfig
-from dvis_sdk.config import TestConfig as _TestConfig  # not a test class
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import FinetuneError, finetune
 from dvis_sdk.training.finetuning import find_dataset
 from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis
 from dvis_sdk.weights import load_pretrained
+from test_training_trainers import micro_config
 
 FAST = dict(batch_size=1, num_points=64, num_frames=2, device="cpu", progress=False, log=lambda m: None)
 
-
-def micro_config(mode: str = "online") -> DVISConfig:
-    return DVISConfig(
-        variant="dvis++", mode=mode,
-        backbone=BackboneConfig(type="resnet", resnet=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16,
-                                                                   width_per_group=4)),
-        segmenter=SegmenterConfig(num_classes=3, convs_dim=32, mask_dim=32, transformer_enc_layers=1,
-                                  transformer_enc_nheads=2, transformer_enc_dim_feedforward=32, hidden_dim=32,
-                                  num_queries=4, nheads=2, dim_feedforward=32, dec_layers=2, reid_hidden_dim=32),
-        tracker=TrackerConfig(decoder_layers=1), input=InputConfig(min_size_test=32, max_size_test=64),
-        test=_TestConfig(window_size=3, max_num=4), class_names=list(CATEGORIES))
 
 
 @pytest.fixture(scope="module")
