@@ -16,6 +16,18 @@ E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online
        "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50"]
 
 
+def check_final_result(model, io, video):
+    """The VIS result of ``video`` equals the fixture's ``out.result.*`` (instances as sets, ids included)."""
+    result = video_inference(model, video)
+    assert_same_instances(result.scores, result.labels, result.masks.numpy(),
+                          io["out.result.scores"], io["out.result.labels"], io["out.result.masks"].numpy())
+    # the official ids are query indices (DAQ: sequence ids); matched instances must agree on them too
+    exp = {(int(l), round(float(s), 4), int(i)) for s, l, i in
+           zip(io["out.result.scores"], io["out.result.labels"], io["out.result.ids"])}
+    got = {(int(l), round(float(s), 4), int(i)) for s, l, i in zip(result.scores, result.labels, result.ids)}
+    assert len(exp & got) >= len(exp) - 1  # rounding at a 4th-decimal boundary may split one pair
+
+
 def assert_same_instances(scores, labels, masks, exp_scores, exp_labels, exp_masks):
     """The README's rule: same count, matched as sets by (label, score) with |dscore| <= 1e-4 (ties broken by
     mask IoU), labels exact, mask IoU >= 0.99 per matched pair."""
@@ -72,14 +84,7 @@ def test_e2e_intermediates_and_result(name):
     assert_close_ref(raw["pred_cls"], io["out.postprocess_input.pred_cls"], "pred_cls")
     assert_close_ref(raw["pred_masks"][0], io["out.postprocess_input.pred_masks"], "postprocess pred_masks")
 
-    result = video_inference(model, video)
-    assert_same_instances(result.scores, result.labels, result.masks.numpy(),
-                          io["out.result.scores"], io["out.result.labels"], io["out.result.masks"].numpy())
-    # the official ids are query indices; matched instances must agree on them too
-    exp = {(int(l), round(float(s), 4), int(i)) for s, l, i in
-           zip(io["out.result.scores"], io["out.result.labels"], io["out.result.ids"])}
-    got = {(int(l), round(float(s), 4), int(i)) for s, l, i in zip(result.scores, result.labels, result.ids)}
-    assert len(exp & got) >= len(exp) - 1  # rounding at a 4th-decimal boundary may split one pair
+    check_final_result(model, io, video)
 
 
 @pytest.mark.parametrize("name", ["11_e2e_online_r50", "13_e2e_offline_dvis_r50"])
