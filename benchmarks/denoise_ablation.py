@@ -62,7 +62,10 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=1000, help="tracker iterations per arm and seed")
-    ap.add_argument("--seg-iters", type=int, default=600, help="segmenter fine-tuning iterations")
+    ap.add_argument("--seg-iters", type=int, default=3000, help="segmenter fine-tuning iterations")
+    ap.add_argument("--seg-lr", type=float, default=1e-3, help="segmenter lr (the tiny model's own training lr)")
+    ap.add_argument("--seg-backbone-multiplier", type=float, default=1.0,
+                    help="the tiny backbone was trained from scratch, so it is not slowed down (official: 0.1)")
     ap.add_argument("--noise-ratio", type=float, default=0.5, help="official online configs: 0.5 at 40k iterations")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=2)
@@ -110,7 +113,9 @@ def segmenter_model(a, dirs):
     if (out / "DONE").is_file():
         return VideoSegmenter.from_pretrained(out, mode="online").model
     model = VideoSegmenter.from_pretrained(a.model, mode="online").model
-    cfg = dataclasses.replace(train_cfg(a, a.seg_iters, 0), lr=2e-4, batch_size=4)
+    cfg = dataclasses.replace(train_cfg(a, a.seg_iters, 0), lr=a.seg_lr, batch_size=4,
+                              backbone_multiplier=a.seg_backbone_multiplier, warmup_iters=min(50, a.seg_iters),
+                              warmup_factor=0.01, steps=(int(0.85 * a.seg_iters),))
     trainer = SegmenterTrainer(model, dataset(dirs, "train", model, 2), out, cfg)
     trainer.train(resume=(out / "checkpoints" / "last").is_file())
     (out / "DONE").write_text("ok")
