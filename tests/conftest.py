@@ -67,6 +67,17 @@ def assert_close_ref(actual: torch.Tensor, expected: torch.Tensor, name: str = "
     return (actual - expected).abs().max().item()
 
 
+def raise_oom_when(seg, step: str, predicate) -> None:
+    """Make ``seg.model.<step>`` raise a CUDA out-of-memory error whenever ``predicate(argument)`` is true."""
+    real = getattr(seg.model, step)
+
+    def wrapped(arg):
+        if predicate(arg):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(arg)
+    setattr(seg.model, step, wrapped)
+
+
 @pytest.fixture
 def fixture_loader():
     return load_fixture

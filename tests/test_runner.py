@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dvis_sdk
-from conftest import load_fixture
+from conftest import load_fixture, raise_oom_when
 from dvis_sdk.inference.runner import InferenceOOMError, ScoreAccumulator, WindowRunner
 
 
@@ -26,21 +26,11 @@ def _key(result):
     return [(i.track_id, i.label, round(i.score, 5)) for i in result.instances]
 
 
-def _oom_refine_when(seg, predicate):
-    real = seg.model.refine
-
-    def refine(windows):
-        if predicate(windows):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(windows)
-    seg.model.refine = refine
-
-
 def test_refiner_oom_refines_smaller_chunks():
     seg = _segmenter(window_size=2)
     frames = _video(8)
     want = seg.predict(frames, resize=False, chunk_size=2)   # every window refined on its own
-    _oom_refine_when(seg, lambda ws: len(ws) > 1)
+    raise_oom_when(seg, "refine", lambda ws: len(ws) > 1)
     with pytest.warns(RuntimeWarning, match="refining in chunks of"):
         got = seg.predict(frames, resize=False)              # whole video first, then halves, then windows
     assert _key(got) == _key(want) and got.meta["chunk_size"] == 2
@@ -51,7 +41,7 @@ def test_refiner_oom_refines_smaller_chunks():
 def test_refiner_oom_on_one_window_is_a_clear_error_with_the_partial_result():
     seg = _segmenter(window_size=2)
     calls = []
-    _oom_refine_when(seg, lambda ws: calls.append(len(ws)) or len(calls) > 1)  # frames 0-3 refine, then nothing
+    raise_oom_when(seg, "refine", lambda ws: calls.append(len(ws)) or len(calls) > 1)  # frames 0-3 refine, then nothing
     with pytest.warns(RuntimeWarning), pytest.raises(InferenceOOMError, match="refiner at frame 4") as ei:
         seg.predict(_video(8), resize=False, chunk_size=4)
     assert ei.value.frames_done == 4 and ei.value.partial.num_frames == 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dvis_sdk
-from conftest import load_fixture
+from conftest import load_fixture, raise_oom_when
 from dvis_sdk.inference.runner import InferenceOOMError, encode_window_masks, is_oom, video_inference
 from dvis_sdk.ops.postprocess import upsample_masks
 from dvis_sdk.results import FrameResult, Instance, VideoResult, encode_masks
@@ -179,21 +179,11 @@ def test_empty_range_is_a_clear_error():
 
 
 # ---- out of memory ---------------------------------------------------------------------------------------------
-def _oom_when(seg, predicate):
-    real = seg.model.segment
-
-    def segment(images):
-        if predicate(images):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(images)
-    seg.model.segment = segment
-
-
 def test_oom_retries_with_smaller_windows_and_same_result():
     seg, _ = _segmenter(window_size=4)
     frames = _video(6)
     ref = seg.predict(frames, resize=False)
-    _oom_when(seg, lambda images: images.shape[0] > 1)
+    raise_oom_when(seg, "segment", lambda images: images.shape[0] > 1)
     with pytest.warns(RuntimeWarning, match="retrying with windows"):
         res = seg.predict(frames, resize=False)
     assert _key(res) == _key(ref) and res.meta["window_size"] == 1
@@ -206,7 +196,7 @@ def test_oom_at_one_frame_is_a_clear_error_with_the_partial_result():
     def predicate(images):
         calls["n"] += 1
         return calls["n"] > 2   # the first two windows (4 frames) fit, then nothing does
-    _oom_when(seg, predicate)
+    raise_oom_when(seg, "segment", predicate)
     with pytest.warns(RuntimeWarning), pytest.raises(InferenceOOMError, match="out of memory .* frame 4") as ei:
         seg.predict(_video(8), resize=False)
     assert ei.value.frames_done == 4 and ei.value.partial.num_frames == 4
