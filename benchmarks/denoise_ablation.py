@@ -6,7 +6,8 @@ Protocol (every step checkpointed under ``--work``; a killed run resumes where i
    other: crossings, occlusions, objects leaving / appearing). Training videos of 12 frames (5-frame clips, as
    the official online stage), >= 50 validation videos of 24 frames (longer than the clips), other seeds.
 2. A frozen, in-domain segmenter: ``dvis-tiny-shapes``' segmenter fine-tuned on the training videos
-   (``SegmenterTrainer``, Mask2Former losses + re-id); its per-frame AP (every frame a one-frame video) is reported.
+   (``SegmenterTrainer``, Mask2Former losses + re-id, ``--seg-iters`` at ``--seg-lr``); its per-frame AP (every
+   third frame a one-frame video) is reported.
 3. Baseline: plain cosine-similarity association of the segmenter's embeddings (Hungarian, frame to frame; the
    tracker's own re-ordering, no tracker layers). If it does not confuse identities the data cannot show anything.
 4. Arms, same budget, same initial tracker, official recipe (consistent matcher, early matching on the segmenter,
@@ -15,9 +16,10 @@ Protocol (every step checkpointed under ``--work``; a killed run resumes where i
    own generator).
 5. Metrics on the validation split: video AP (``evaluate_ytvis``), IDF1, HOTA / AssA, identity switches per
    matched object-frame (``dvis_sdk.evaluation.tracking``). Per arm mean +- std over seeds, and a paired bootstrap
-   95% interval of (arm - none), resampling seeds and validation videos (AP: mean per-video AP).
+   95% interval of (arm - none) and of (arm - cosine association), resampling seeds and validation videos (AP:
+   mean per-video AP).
 
-    python benchmarks/denoise_ablation.py                 # full study (~2 h on 2 cores); writes
+    python benchmarks/denoise_ablation.py --threads 1     # full study (~2 h on 2 cores); writes
                                                           # benchmarks/results/denoise_ablation.json
     python benchmarks/denoise_ablation.py --quick --out /tmp/q.json --work /tmp/q   # smoke test (seconds)
 """
@@ -318,7 +320,8 @@ def main(argv=None) -> Dict[str, Any]:
     report = {"protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "data": {"preset": "lookalike", "train": f"{a.train_videos} videos x 12 frames (seed 1000)",
                        "val": f"{a.val_videos} videos x {a.val_frames} frames (seed 2000)"},
-              **baseline, "runs": [{k: v for k, v in r.items()} for r in runs], **summarise(runs, a, baseline["cosine_association"]),
+              **baseline, "runs": [{k: v for k, v in r.items()} for r in runs],
+              **summarise(runs, a, baseline["cosine_association"]),
               "wall_s": round(time.perf_counter() - t0, 1)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1))
