@@ -301,13 +301,16 @@ def main(argv=None) -> Dict[str, Any]:
     gt = json.loads((dirs["val"] / "annotations.json").read_text())
     seg_paths = val_segments(seg_model, ann, a.work / "val_segments")
     base_file = a.work / "baseline.json"
-    if base_file.is_file():
-        baseline = json.loads(base_file.read_text())
-    if not base_file.is_file() or "per_video" not in baseline.get("cosine_association", {}):
-        baseline = {"segmenter_per_frame_AP": per_frame_ap(seg_model, ann, seg_paths, gt),
-                    "cosine_association": evaluate(seg_model, ann, seg_paths, gt, tracker=False),
-                    "initial_tracker": {k: v for k, v in evaluate(seg_model, ann, seg_paths, gt, tracker=True)
-                                        .items() if k != "per_video"}}
+    baseline = json.loads(base_file.read_text()) if base_file.is_file() else {}
+    stored = dict(baseline)
+    if "segmenter_per_frame_AP" not in baseline:
+        baseline["segmenter_per_frame_AP"] = per_frame_ap(seg_model, ann, seg_paths, gt)
+    if "per_video" not in baseline.get("cosine_association", {}):  # work dirs of the first study lack it
+        baseline["cosine_association"] = evaluate(seg_model, ann, seg_paths, gt, tracker=False)
+    if "initial_tracker" not in baseline:
+        baseline["initial_tracker"] = {k: v for k, v in evaluate(seg_model, ann, seg_paths, gt, tracker=True).items()
+                                       if k != "per_video"}
+    if baseline != stored:
         base_file.write_text(json.dumps(baseline))
     print(json.dumps({k: ({m: x for m, x in v.items() if m != "per_video"} if isinstance(v, dict) else v)
                       for k, v in baseline.items()}), flush=True)
