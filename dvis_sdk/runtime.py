@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO, Union
 
@@ -50,13 +49,6 @@ def fp32_under_autocast(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, enab
         return fn(x)
     with torch.autocast(device_type, enabled=False):
         return fn(x.to(dtype))
-
-
-def warn_moved_module(old: str, new: str) -> None:
-    """Called from the body of a deprecated module ``old``: one DeprecationWarning naming ``new``, attributed to the
-    line that imported ``old`` (``warnings`` skips the import machinery's frames when counting ``stacklevel``, so
-    Python's default filter shows it when that line is in ``__main__``)."""
-    warnings.warn(f"{old} is deprecated and will be removed; import from {new}", DeprecationWarning, stacklevel=3)
 
 
 def autocast_cast(x: torch.Tensor) -> torch.Tensor:

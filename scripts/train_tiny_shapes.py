@@ -50,7 +50,7 @@ from dvis_sdk.config import (BackboneConfig, DVISConfig, InputConfig, ResNetConf
 from dvis_sdk.models.dvis import build_model  # noqa: E402
 from dvis_sdk.training.datasets import VideoClipDataset  # noqa: E402
 from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis  # noqa: E402
-from dvis_sdk.training.trainers import DenoisingTrainer, SegmenterTrainer, TrainConfig  # noqa: E402
+from dvis_sdk.training import DenoisingTrainer, SegmenterTrainer, TrainConfig  # noqa: E402
 
 EXPORT_DIR = ROOT / "dvis_sdk" / "weights" / "dvis-tiny-shapes"
 EXPORT_DIR_OFFLINE = ROOT / "dvis_sdk" / "weights" / "dvis-tiny-shapes-offline"

@@ -1,4 +1,4 @@
-"""dvis_sdk.official.checkpoint (re-exported as dvis_sdk.convert.load_official_checkpoint): .pth / .pkl /
+"""dvis_sdk.official.checkpoint (``dvis_sdk.official.load_official_checkpoint``): .pth / .pkl /
 .safetensors through one reader; pickles may reference only what weights need, so a crafted file runs nothing."""
 from __future__ import annotations
 

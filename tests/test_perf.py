@@ -388,12 +388,3 @@ def test_speed_benchmark_bad_arguments(speed_module):
     with pytest.raises(SystemExit, match="fp16"):
         speed_module.main(["--dtype", "fp16", "--device", "cpu"])
 
-
-def test_perf_module_is_a_stateless_deprecated_re_export():
-    import dvis_sdk.perf as perf
-
-    with pytest.warns(DeprecationWarning, match="dvis_sdk.models.optimize.optimize"):
-        assert perf.optimize_model is optimize
-    for removed in ("set_fast_paths", "fast_paths", "reference_paths", "resolve"):
-        with pytest.raises(AttributeError, match="per-model choices"):
-            getattr(perf, removed)

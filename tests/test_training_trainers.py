@@ -15,7 +15,7 @@ from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import DenoisingTrainer
 from dvis_sdk.training.datasets import VideoClipDataset
 from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis
-from dvis_sdk.training.trainers import RefinerTrainer, SegmenterTrainer, TrainConfig
+from dvis_sdk.training import RefinerTrainer, SegmenterTrainer, TrainConfig
 
 
 def micro_config(mode: str = "online") -> DVISConfig:

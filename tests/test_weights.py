@@ -366,7 +366,7 @@ def test_real_entry_with_wrong_bytes_is_a_checksum_error_and_not_used(tmp_path, 
 def test_importing_weights_does_not_import_huggingface_hub():
     import subprocess
     import sys
-    code = "import sys, dvis_sdk.weights, dvis_sdk.hub; print('huggingface_hub' in sys.modules)"
+    code = "import sys, dvis_sdk.weights; print('huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
