@@ -45,12 +45,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dvis_sdk.config import (BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig,  # noqa: E402
-                             TestConfig, TrackerConfig)
+from dvis_sdk.config import (  # noqa: E402
+    BackboneConfig,
+    DVISConfig,
+    InputConfig,
+    ResNetConfig,
+    SegmenterConfig,
+    TestConfig,
+    TrackerConfig,
+)
 from dvis_sdk.models.dvis import build_model  # noqa: E402
+from dvis_sdk.training import DenoisingTrainer, SegmenterTrainer, TrainConfig  # noqa: E402
 from dvis_sdk.training.datasets import VideoClipDataset  # noqa: E402
 from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis  # noqa: E402
-from dvis_sdk.training import DenoisingTrainer, SegmenterTrainer, TrainConfig  # noqa: E402
 
 EXPORT_DIR = ROOT / "dvis_sdk" / "weights" / "dvis-tiny-shapes"
 EXPORT_DIR_OFFLINE = ROOT / "dvis_sdk" / "weights" / "dvis-tiny-shapes-offline"

@@ -12,10 +12,9 @@ from dvis_sdk.config import BackboneConfig, DVISConfig, InputConfig, ResNetConfi
 from dvis_sdk.config import TestConfig as _TestConfig  # not a test class
 from dvis_sdk.inference.runner import forward_video
 from dvis_sdk.models.dvis import build_model
-from dvis_sdk.training import DenoisingTrainer
+from dvis_sdk.training import DenoisingTrainer, RefinerTrainer, SegmenterTrainer, TrainConfig
 from dvis_sdk.training.datasets import VideoClipDataset
 from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis
-from dvis_sdk.training import RefinerTrainer, SegmenterTrainer, TrainConfig
 
 
 def micro_config(mode: str = "online") -> DVISConfig:
