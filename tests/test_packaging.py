@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MAX_README_LINES = 120
@@ -77,6 +79,21 @@ def test_readme_quickstart_runs_as_written(tmp_path):
     assert {name for _, name, score in printed if score > 0.5} == {"circle", "square", "triangle"}
     doc = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(doc["instances"]) == len(printed) and doc["num_frames"] == 48
+
+
+def test_package_data_patterns_cover_every_data_file():
+    """Fast guard for tests/test_wheel.py: every non-Python file under dvis_sdk/ matches a package-data pattern of
+    pyproject.toml (setuptools expands them with the same recursive glob as Path.glob)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["dvis_sdk"]
+    pkg = ROOT / "dvis_sdk"
+    data = {p for p in pkg.rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
+    covered = {p for pattern in patterns for p in pkg.glob(pattern)}
+    assert not data - covered, f"data files no package-data pattern ships: {sorted(map(str, data - covered))}"
+    for needed in ("weights_manifest.json", "py.typed", "weights/dvis-tiny-shapes/model.safetensors"):
+        assert pkg / needed in covered, needed
 
 
 def test_example_video_and_package_data_exist():

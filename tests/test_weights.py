@@ -162,11 +162,6 @@ def test_manifest_root_copy_is_identical_to_package_copy():
     assert root.read_bytes() == pkg.read_bytes(), "weights_manifest.json must equal dvis_sdk/weights_manifest.json"
 
 
-def test_manifest_is_package_data():
-    text = (ROOT / "pyproject.toml").read_text()
-    assert '"*.json"' in text  # [tool.setuptools.package-data] dvis_sdk = [..., "*.json"]
-
-
 def test_every_manifest_config_resolves_and_agrees():
     if not OFFICIAL_CONFIG_DIR.is_dir():
         pytest.skip("dvis_sdk/configs/official is absent (official yaml files not vendored)")
