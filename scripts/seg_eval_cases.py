@@ -8,7 +8,8 @@
 ``data/<video>/mask/<frame>.png``) and ``pred/<video>/<frame>.png``. Each case has a ``case.json`` with its
 generator settings.
 
-`score` runs the official scripts (``eval_vpq_vspw.py``, ``eval_stq_vspw.py`` + ``segmentation_and_tracking_quality.py``,
+`score` runs the official scripts (``eval_vpq_vspw.py``, ``eval_stq_vspw.py`` with
+``segmentation_and_tracking_quality.py``,
 ``eval_miou_vspw.py``, ``eval_vc_vspw.py`` from ``DIR``, e.g. ``DVIS_Plus/DVIS_Plus/utils``) with the
 interpreter ``PY`` on every case and writes the printed numbers to ``OUT_DIR/expected.json``. The scripts run
 unmodified, from a copy in the scratch folder (VPQ with ``--num_processes 1``; its submission folder is a scratch
@@ -73,7 +74,8 @@ VPS_CASES = {
 def make_vps_case(out: Path, seed: int, lengths=None, h=36, w=48, things=(1, 5), crowd=False, unlisted_gt=False,
                   absent_gt=False, empty_frames=0, id_switch=0.0, dup_entries=False, area_noise=False,
                   class_noise=0.1, fp_blobs=1, shift=2, perfect=False, void=0.08, pred_void=0.05,
-                  first_thing=False) -> None:
+                  first_thing=False, scale=1) -> None:
+    """One VPS case in ``out`` (``scale`` multiplies object sizes, speeds and void blocks: for big frames)."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     isthing = rng.random(NUM_CLASSES) < 0.45
@@ -104,8 +106,8 @@ def make_vps_case(out: Path, seed: int, lengths=None, h=36, w=48, things=(1, 5),
             t0 = int(rng.integers(0, max(1, T - 1)))
             t1 = int(rng.integers(t0 + 1, T + 1))
             objs.append({"cat": int(rng.choice(things_c)), "id": new_id(), "t": (t0, t1),
-                         "c": rng.uniform([6, 6], [h - 6, w - 6]), "v": rng.normal(0, 1.5, 2),
-                         "r": rng.uniform(3, 9, 2), "crowd": False})
+                         "c": rng.uniform([6, 6], [h - 6, w - 6]), "v": rng.normal(0, 1.5, 2) * scale,
+                         "r": rng.uniform(3, 9, 2) * scale, "crowd": False})
         if first_thing and objs:
             objs[0]["t"] = (0, T)
         if crowd and objs and rng.random() < 0.8:
@@ -143,8 +145,8 @@ def make_vps_case(out: Path, seed: int, lengths=None, h=36, w=48, things=(1, 5),
                     segs[o["id"]] = {"id": o["id"], "category_id": o["cat"], "iscrowd": int(o["crowd"])}
             if unlisted_id is not None and t % 2 == 0:
                 gt[_box(h, w, h // 2, 3, 3, 2)] = unlisted_id
-            vm = rng.random((h // 4 + 1, w // 4 + 1)) < void
-            gt[np.kron(vm, np.ones((4, 4), bool))[:h, :w]] = 0
+            vm = rng.random((h // (4 * scale) + 1, w // (4 * scale) + 1)) < void
+            gt[np.kron(vm, np.ones((4 * scale, 4 * scale), bool))[:h, :w]] = 0
             ids, cnt = np.unique(gt, return_counts=True)
             info = []
             for i, c in zip(ids.tolist(), cnt.tolist()):
@@ -187,8 +189,8 @@ def make_vps_case(out: Path, seed: int, lengths=None, h=36, w=48, things=(1, 5),
                     if bl["t"][0] <= t < bl["t"][1]:
                         pred[_ellipse(h, w, *bl["c"], *bl["r"])] = bl["id"]
                         p_info[bl["id"]] = {"id": bl["id"], "category_id": bl["cat"]}
-                pm = rng.random((h // 3 + 1, w // 3 + 1)) < pred_void
-                pred[np.kron(pm, np.ones((3, 3), bool))[:h, :w]] = 0
+                pm = rng.random((h // (3 * scale) + 1, w // (3 * scale) + 1)) < pred_void
+                pred[np.kron(pm, np.ones((3 * scale, 3 * scale), bool))[:h, :w]] = 0
             present = set(np.unique(pred).tolist())
             p_list = []
             for pid, e in p_info.items():
@@ -221,7 +223,8 @@ VSS_CASES = {
 
 
 def make_vss_case(out: Path, seed: int, lengths=None, h=24, w=32, flicker=False, spill=False, void=0.1,
-                  perfect=False, palette=False, extra_pred_frames=False) -> None:
+                  perfect=False, palette=False, extra_pred_frames=False, scale=1) -> None:
+    """One VSS case (a VSPW root) in ``out`` (``scale``: as :func:`make_vps_case`)."""
     rng = np.random.default_rng(seed)
     lengths = lengths or [int(rng.integers(5, 21)) for _ in range(4)]
     names = []
@@ -239,17 +242,18 @@ def make_vss_case(out: Path, seed: int, lengths=None, h=24, w=32, flicker=False,
             name = f"{t:06d}.png"
             xs = np.arange(w)[None, :].repeat(h, 0)
             gt = classes[np.searchsorted(bounds + drift * t, xs)].astype(np.uint8)
-            gt[_ellipse(h, w, *(oc + ov * t), 4, 5)] = obj_c
+            gt[_ellipse(h, w, *(oc + ov * t * scale), 4 * scale, 5 * scale)] = obj_c
             if flicker and v == 0:
                 gt = np.where((np.indices((h, w)).sum(0) + t) % 2 == 0, gt, 1 + (gt % NUM_CLASSES)).astype(np.uint8)
-            vm = rng.random((h // 4 + 1, w // 4 + 1)) < void
-            vmask = np.kron(vm, np.ones((4, 4), bool))[:h, :w]
+            vm = rng.random((h // (4 * scale) + 1, w // (4 * scale) + 1)) < void
+            vmask = np.kron(vm, np.ones((4 * scale, 4 * scale), bool))[:h, :w]
             gt[vmask] = rng.choice([0, 255], int(vmask.sum()))
             pred = gt.astype(np.int64) - 1
             if not perfect:
                 pb = np.searchsorted(bounds + drift * t + rng.normal(0, 1.0, k - 1), xs)
                 pred = (classes[pb] - 1).astype(np.int64)
-                pred[_ellipse(h, w, *(oc + ov * t + rng.normal(0, 1, 2)), 4, 5)] = obj_c - 1
+                pred[_ellipse(h, w, *(oc + ov * t * scale + rng.normal(0, 1, 2) * scale), 4 * scale,
+                              5 * scale)] = obj_c - 1
                 noise = rng.random((h, w)) < 0.05
                 pred[noise] = rng.choice(wrong, int(noise.sum()))
                 if flicker:

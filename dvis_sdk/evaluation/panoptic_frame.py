@@ -19,7 +19,7 @@ import numpy as np
 from .ytvis import EvaluationInputError
 
 LUT_SIZE = 1 << 24          # ids are R + 256 G + 65536 B
-_UNSET = np.uint16(0xFFFF)
+_MAX_ROWS = 0xFFFF
 
 
 @dataclass
@@ -73,8 +73,8 @@ def frame_table(gt_pan: np.ndarray, pred_pan: np.ndarray, gt_segs: Sequence[Mapp
                 pred_segs: Sequence[Mapping[str, Any]], lut: np.ndarray, where: str) -> FrameTable:
     """Reduce one frame's GT and predicted id maps (uint32, (H, W)) and their ``segments_info`` to a table.
 
-    ``lut`` is a scratch uint16 array of :data:`LUT_SIZE` entries all equal to 0xFFFF; it is restored before
-    returning (one allocation per evaluation instead of one per frame).
+    ``lut`` is a scratch uint16 array of :data:`LUT_SIZE` zeros (:func:`new_lut`); it is zero again on return
+    (one allocation per evaluation instead of one per frame).
     """
     if gt_pan.shape != pred_pan.shape:
         raise EvaluationInputError(f"{where}: prediction is {pred_pan.shape[1]}x{pred_pan.shape[0]}, ground truth "
@@ -84,29 +84,29 @@ def frame_table(gt_pan: np.ndarray, pred_pan: np.ndarray, gt_segs: Sequence[Mapp
     gt_ids = np.array([-1, 0] + [s for s in g_order if s != 0], np.int64)
     pred_ids = np.array([0] + [s for s in p_order if s != 0], np.int64)
     G, P = len(gt_ids), len(pred_ids)
-    if max(G, P) >= int(_UNSET):
+    if max(G, P) > _MAX_ROWS:
         raise EvaluationInputError(f"{where}: more than 65534 segments in one frame")
 
-    # GT rows: "other" for every unlisted id; the scratch table maps listed ids (and 0) to their row
+    # the scratch table maps ids to rows / columns; everything else reads 0: GT "other", predicted id 0
     lut[gt_ids[1:]] = np.arange(1, G, dtype=np.uint16)
-    g_idx = lut[gt_pan]
-    lut[gt_ids[1:]] = _UNSET
-    g_idx[g_idx == _UNSET] = 0
-    lut[pred_ids] = np.arange(P, dtype=np.uint16)
-    p_idx = lut[pred_pan]
-    lut[pred_ids] = _UNSET
-    stray = p_idx == _UNSET
-    if stray.any():
-        bad = np.unique(pred_pan[stray])[:5].tolist()
-        raise EvaluationInputError(f"{where}: predicted segment id(s) {bad} are in the PNG and not in the frame's "
-                                   f"segments_info")
-    flat = g_idx.astype(np.int64).ravel() * P + p_idx.ravel()
+    g_idx = np.take(lut, gt_pan)
+    lut[gt_ids[1:]] = 0
+    lut[pred_ids[1:]] = np.arange(1, P, dtype=np.uint16)
+    p_idx = np.take(lut, pred_pan)
+    lut[pred_ids[1:]] = 0
+    flat = g_idx.astype(np.int64 if G * P >= 1 << 31 else np.int32)
+    flat *= P
+    flat += p_idx
     if G * P <= 1 << 22:
-        counts = np.bincount(flat, minlength=G * P).reshape(G, P)
+        counts = np.bincount(flat.ravel(), minlength=G * P).reshape(G, P)
     else:  # many ids: a sparse count instead of a huge dense histogram
         keys, cnt = np.unique(flat, return_counts=True)
         counts = np.zeros((G, P), np.int64)
         counts[keys // P, keys % P] = cnt
+    if counts[:, 0].sum() != np.count_nonzero(pred_pan == 0):   # unlisted predicted ids fell in column 0
+        bad = np.unique(pred_pan[(p_idx == 0) & (pred_pan != 0)])[:5].tolist()
+        raise EvaluationInputError(f"{where}: predicted segment id(s) {bad} are in the PNG and not in the frame's "
+                                   f"segments_info")
     pred_area = counts.sum(axis=0)
     listed_p = np.array([s in p_info for s in pred_ids.tolist()])
     missing = pred_ids[listed_p & (pred_area == 0)]
@@ -134,4 +134,4 @@ def frame_table(gt_pan: np.ndarray, pred_pan: np.ndarray, gt_segs: Sequence[Mapp
 
 def new_lut() -> np.ndarray:
     """The scratch id -> row table :func:`frame_table` needs (32 MiB, allocated once per evaluation)."""
-    return np.full(LUT_SIZE, _UNSET, np.uint16)
+    return np.zeros(LUT_SIZE, np.uint16)

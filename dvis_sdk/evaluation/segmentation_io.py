@@ -7,6 +7,7 @@ gives its indices, not colours).
 """
 from __future__ import annotations
 
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,36 +38,73 @@ def load_json(obj: PathOrData, what: str) -> Any:
         raise EvaluationInputError(f"{what}: {path} is not valid JSON ({e})") from None
 
 
-def _open_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
+def _read_bytes(path: Path) -> bytes:
     try:
-        with Image.open(path) as im:
-            return np.array(im)
+        return path.read_bytes()
     except FileNotFoundError:
         raise EvaluationInputError(f"missing frame {path} (every ground-truth frame needs a prediction PNG of "
                                    f"the same name)") from None
     except OSError as e:
+        raise EvaluationInputError(f"cannot read {path} ({e})") from None
+
+
+def _png_format(data: bytes) -> Tuple[int, int]:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or (0, -1) when ``data`` is not a PNG."""
+    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return 0, -1
+    return data[24], data[25]
+
+
+def _pil_array(data: bytes, path: Path) -> np.ndarray:
+    """``np.array(PIL.Image.open(path))``: what the official scripts read (palette PNGs give their indices)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.array(im)
+    except OSError as e:
         raise EvaluationInputError(f"cannot read {path} as an image ({e})") from None
+
+
+def _cv2_decode(data: bytes, path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise EvaluationInputError(f"cannot decode {path} as a PNG")
+    return img
 
 
 def read_panoptic_png(path: Union[str, Path]) -> np.ndarray:
     """Segment ids ``R + 256 G + 65536 B`` of an RGB(A) panoptic PNG, (H, W) uint32."""
-    img = _open_png(Path(path))
+    path = Path(path)
+    data = _read_bytes(path)
+    depth, ctype = _png_format(data)
+    if depth == 8 and ctype in (2, 6):   # 8-bit RGB / RGBA: OpenCV decodes to BGR(A), a little faster than PIL
+        import cv2
+
+        bgr = _cv2_decode(data, path)
+        rgba = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA if bgr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+        ids = rgba.view("<u4")[..., 0]     # R + 256 G + 65536 B + 2^24 A, little-endian
+        ids &= 0xFFFFFF
+        return ids
+    img = _pil_array(data, path)
     if img.ndim != 3 or img.shape[2] < 3:
         raise EvaluationInputError(f"{path}: a panoptic PNG must be RGB (id = R + 256 G + 65536 B), got shape "
                                    f"{img.shape}")
     if img.dtype != np.uint8:
         raise EvaluationInputError(f"{path}: a panoptic PNG must have 8-bit channels, got {img.dtype}")
-    # little-endian view of (R, G, B, 0) as one uint32: the official uint32 arithmetic, without three passes
     buf = np.zeros(img.shape[:2] + (4,), np.uint8)
     buf[..., :3] = img[..., :3]
     return buf.view("<u4")[..., 0]
 
 
 def read_label_png(path: Union[str, Path]) -> np.ndarray:
-    """The stored values of a single-channel label PNG (class indices), (H, W)."""
-    img = _open_png(Path(path))
+    """The stored values of a single-channel label PNG (class indices; a palette PNG's indices), (H, W)."""
+    path = Path(path)
+    data = _read_bytes(path)
+    depth, ctype = _png_format(data)
+    img = _cv2_decode(data, path) if ctype == 0 and depth in (8, 16) else _pil_array(data, path)
     if img.ndim != 2:
         raise EvaluationInputError(f"{path}: a semantic label PNG must have one channel (class indices), got "
                                    f"shape {img.shape}")
