@@ -221,3 +221,41 @@ def test_reading_threads_give_the_same_numbers():
         evaluate_vps(case / "gt.json", case / "gt", {"annotations": []})
     case = CASES / "vss_mixed"
     assert evaluate_vss(case, case / "pred")["VC16"] == evaluate_vss(case, case / "pred", workers=3)["VC16"]
+
+
+@pytest.mark.parametrize("kind", ["L", "P", "L+tRNS", "I;16", "RGB", "RGBA", "RGB+tRNS"])
+def test_png_readers_read_what_the_official_scripts_read(tmp_path, kind):
+    """OpenCV decodes the common PNGs (faster); the values must be those of ``np.array(Image.open(p))``."""
+    from dvis_sdk.evaluation.segmentation_io import read_label_png, read_panoptic_png
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    p = tmp_path / "x.png"
+    if kind == "L":
+        Image.fromarray(a).save(p)
+    elif kind == "P":
+        im = Image.frombytes("P", (9, 7), a.tobytes())
+        im.putpalette([int(x) for x in rng.integers(0, 256, 768)])
+        im.save(p)
+    elif kind == "L+tRNS":
+        Image.fromarray(a).save(p, transparency=5)
+    elif kind == "I;16":
+        Image.fromarray(a.astype(np.uint16) * 200).save(p)
+    elif kind == "RGB":
+        Image.fromarray(rgb).save(p)
+    elif kind == "RGBA":
+        Image.fromarray(np.concatenate([rgb, a[..., None]], -1)).save(p)
+    else:
+        Image.fromarray(rgb).save(p, transparency=(1, 2, 3))
+    want = np.array(Image.open(p))
+    if want.ndim == 2:
+        got = read_label_png(p)
+        assert got.dtype == want.dtype and (got == want).all()
+        with pytest.raises(EvaluationInputError, match="must be RGB"):
+            read_panoptic_png(p)
+    else:
+        w = want.astype(np.uint32)
+        assert (read_panoptic_png(p) == w[..., 0] + 256 * w[..., 1] + 65536 * w[..., 2]).all()
+        with pytest.raises(EvaluationInputError, match="one channel"):
+            read_label_png(p)

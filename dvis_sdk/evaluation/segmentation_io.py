@@ -104,7 +104,9 @@ def read_label_png(path: Union[str, Path]) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     depth, ctype = _png_format(data)
-    img = _cv2_decode(data, path) if ctype == 0 and depth in (8, 16) else _pil_array(data, path)
+    img = _cv2_decode(data, path) if ctype == 0 and depth in (8, 16) else None
+    if img is None or img.ndim != 2:     # palette, low bit depth, or a transparency chunk OpenCV expands: PIL
+        img = _pil_array(data, path)
     if img.ndim != 2:
         raise EvaluationInputError(f"{path}: a semantic label PNG must have one channel (class indices), got "
                                    f"shape {img.shape}")
