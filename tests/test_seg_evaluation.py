@@ -259,3 +259,20 @@ def test_png_readers_read_what_the_official_scripts_read(tmp_path, kind):
         assert (read_panoptic_png(p) == w[..., 0] + 256 * w[..., 1] + 65536 * w[..., 2]).all()
         with pytest.raises(EvaluationInputError, match="one channel"):
             read_label_png(p)
+
+
+def test_predictions_scored_against_themselves(tmp_path):
+    """The round trip of a written result: its predictions turned into ground truth score VPQ 100 / mIoU 1.0."""
+    from dvis_sdk.evaluation.segmentation_io import vipseg_gt_from_predictions, vspw_gt_from_predictions
+
+    case = CASES / "vps_mixed"
+    cats = json.loads((case / "gt.json").read_text())["categories"]
+    gt = vipseg_gt_from_predictions(case / "pred.json", cats)
+    r = evaluate_vps(gt, case / "pan_pred", case / "pred.json")
+    assert r["VPQ"] == 100.0 and r["SQ"] == 1.0 and r["AQ"] == 1.0
+    case = CASES / "vss_basic"
+    root = vspw_gt_from_predictions(case / "pred", tmp_path / "vspw")
+    s = evaluate_vss(root, case / "pred")
+    assert s["mIoU"] == 1.0 and s["Acc"] == 1.0 and s["VC8"] == 1.0 and s["VC16"] == 1.0
+    with pytest.raises(EvaluationInputError, match="class 255 does not fit"):   # predicted 255: GT 256
+        vspw_gt_from_predictions(CASES / "vss_spill" / "pred", tmp_path / "spill")

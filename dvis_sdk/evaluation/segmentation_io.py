@@ -234,3 +234,46 @@ def default_pred_dir(pred_json: Any, pred_dir: Optional[Union[str, Path]]) -> Pa
     base = Path(pred_json)
     base = base if base.is_dir() else base.parent
     return base / "pan_pred" if (base / "pan_pred").is_dir() else base
+
+
+# ---- predictions used as ground truth (round trips) ---------------------------------------------------------------
+def vipseg_gt_from_predictions(pred_json: PathOrData, categories: Sequence[Mapping[str, Any]]) -> dict:
+    """A VIPSeg GT JSON (``videos``, ``annotations``, ``categories``) describing a ``pred.json``: scoring the
+    predictions against it (GT PNG folder = their PNG folder) gives VPQ 100. A frame's PNG name is its
+    ``file_name`` stem + ``.png``, as the writers (official and ``dvis predict``) save them; segments carry no
+    ``area`` (the GT PNGs' pixel counts are used)."""
+    pred = load_json(pred_json, "predictions")
+    by_video = _by_video(pred, "predictions")
+    videos, annotations = [], []
+    for vid, anns in by_video.items():
+        images, frames = [], []
+        for i, ann in enumerate(anns):
+            name = Path(str(ann.get("file_name", f"{i:05d}.png"))).stem + ".png"
+            images.append({"id": Path(name).stem, "file_name": name})
+            frames.append({"image_id": Path(name).stem, "file_name": name,
+                           # no 'area': a prediction's JSON areas need not be its pixels; the PNG's are used
+                           "segments_info": [{"id": s["id"], "category_id": s["category_id"], "iscrowd": 0} for s in
+                                             _segments(ann, f"predictions, video {vid!r}, frame {i}")]})
+        videos.append({"video_id": vid, "images": images})
+        annotations.append({"video_id": vid, "annotations": frames})
+    return {"videos": videos, "annotations": annotations, "categories": [dict(c) for c in categories]}
+
+
+def vspw_gt_from_predictions(pred_dir: Union[str, Path], out_root: Union[str, Path],
+                             videos: Optional[Sequence[str]] = None) -> Path:
+    """Write a VSPW root (``val.txt``, ``data/<video>/mask/*.png`` = prediction + 1) from a prediction folder:
+    scoring the predictions against it gives mIoU 1.0. ``videos``: default every sub-folder."""
+    from PIL import Image
+
+    pred_dir, out_root = Path(pred_dir), Path(out_root)
+    names = list(videos) if videos is not None else sorted(p.name for p in pred_dir.iterdir() if p.is_dir())
+    for name in names:
+        mask_dir = out_root / "data" / name / "mask"
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        for png in sorted((pred_dir / name).glob("*.png")):
+            values = read_label_png(png).astype(np.int64) + 1        # GT value c is class c - 1
+            if values.max(initial=0) > 255:
+                raise EvaluationInputError(f"{png}: class {values.max() - 1} does not fit a VSPW 8-bit label")
+            Image.fromarray(values.astype(np.uint8)).save(mask_dir / png.name)
+    (out_root / "val.txt").write_text("".join(n + "\n" for n in names))
+    return out_root

@@ -100,6 +100,7 @@ class _Block:
             for s in fr.pred_ids[1:].tolist():
                 pmap.setdefault(s, len(pmap))
         L, G, P = len(frames), len(gmap), len(pmap)
+        self.g_keys = np.array(list(gmap), np.int64)
         self.g_present = np.zeros((L, G), bool)
         self.g_area = np.zeros((L, G))
         self.g_cat = np.full((L, G), -1, np.int64)
@@ -177,8 +178,8 @@ def _windows(block: _Block, starts: np.ndarray, n: int, stats: PQStats, where: s
         iou = np.where(cand, inter / np.where(cand, union, 1.0), 0.0)
     if (cand & ~(iou <= 1.0)).any():
         w, q = map(int, np.argwhere(cand & ~(iou <= 1.0))[0])
-        raise EvaluationInputError(f"{where}: IoU > 1 for GT id {int(qg[q])} (its JSON 'area' is smaller than "
-                                   f"its pixels; the official script stops on an assertion)")
+        raise EvaluationInputError(f"{where}: IoU > 1 for GT id {int(block.g_keys[qg[q]])} (its JSON 'area' is "
+                                   f"smaller than its pixels; the official script stops on an assertion)")
     w_idx, q_idx = np.nonzero(cand & (iou > 0.5))
     cats = g_cat[w_idx, qg[q_idx]]
     np.add.at(stats.tp, cats, 1)
