@@ -274,6 +274,37 @@ def make_vss_case(out: Path, seed: int, lengths=None, h=24, w=32, flicker=False,
     (out / "val.txt").write_text("".join(n + "\n" for n in names))
 
 
+def make_edge_case(src: Path, out: Path, seed: int) -> None:
+    """A copy of a VPS case whose JSONs list id 0 as a segment (GT and prediction), repeat GT ids with another
+    category, and mark random GT segments (stuff too) as crowd: the official scripts accept all of it."""
+    import random
+
+    shutil.copytree(src, out)
+    r = random.Random(seed)
+    gt, pred = (json.loads((out / f).read_text()) for f in ("gt.json", "pred.json"))
+    for v in gt["annotations"]:
+        for f in v["annotations"]:
+            si = f["segments_info"]
+            if r.random() < 0.3:
+                si.append({"id": 0, "category_id": r.randrange(NUM_CLASSES), "iscrowd": r.choice([0, 1]), "area": 7})
+            if si and r.random() < 0.3:
+                e = dict(r.choice(si))
+                e["category_id"], e["area"] = r.randrange(NUM_CLASSES), 3
+                si.append(e)
+            if si and r.random() < 0.3:
+                r.choice(si)["iscrowd"] = 1
+    for v in pred["annotations"]:
+        for f in v["annotations"]:
+            if r.random() < 0.3:   # id 0 listed: every frame of these cases has predicted void pixels
+                f["segments_info"].insert(r.randrange(len(f["segments_info"]) + 1),
+                                          {"id": 0, "category_id": r.randrange(NUM_CLASSES)})
+    (out / "gt.json").write_text(json.dumps(gt))
+    (out / "pred.json").write_text(json.dumps(pred))
+
+
+EDGE_CASES = {"vps_edge_ids": ("vps_mixed", 0), "vps_edge_crowd": ("vps_crowd", 0)}
+
+
 def _mk(p: Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
@@ -286,6 +317,9 @@ def make_all(root: Path) -> None:
     for name, (seed, kw) in VSS_CASES.items():
         make_vss_case(root / name, seed, **kw)
         (root / name / "case.json").write_text(json.dumps({"task": "vss", "seed": seed, "settings": kw}))
+    for name, (src, seed) in EDGE_CASES.items():
+        make_edge_case(root / src, root / name, seed)
+        (root / name / "case.json").write_text(json.dumps({"task": "vps", "seed": seed, "edge_of": src}))
 
 
 # ---- official scores -------------------------------------------------------------------------------------------

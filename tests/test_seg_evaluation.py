@@ -42,7 +42,7 @@ def test_official_numbers(name):
 
 def test_cases_cover_the_quirks():
     """The vendored cases exercise what they are meant to: NaN clips, VC16's mixed list, non-trivial numbers."""
-    assert len(EXPECTED) == 25
+    assert len(EXPECTED) == 27
     vps = [v for k, v in EXPECTED.items() if k.startswith("vps")]
     assert any(v["VPQ_thing@35"] == 0.0 for v in vps) and all(0 < v["STQ"] <= 1 for v in vps)
     assert any(0 < v["VPQ"] < 30 for v in vps) and EXPECTED["vps_perfect"]["VPQ"] == 100.0
