@@ -219,6 +219,9 @@ def test_reading_threads_give_the_same_numbers():
     assert {k: v for k, v in one.items() if k != "per_video"} == {k: v for k, v in three.items() if k != "per_video"}
     with pytest.raises(EvaluationInputError, match="pred_dir is required"):
         evaluate_vps(case / "gt.json", case / "gt", {"annotations": []})
+    pred = json.loads((case / "pred.json").read_text())
+    submission = evaluate_vps(case / "gt.json", case / "gt", pred, case)   # the folder holding pan_pred/
+    assert submission["VPQ"] == one["VPQ"] and submission["STQ"] == one["STQ"]
     case = CASES / "vss_mixed"
     assert evaluate_vss(case, case / "pred")["VC16"] == evaluate_vss(case, case / "pred", workers=3)["VC16"]
 

@@ -33,8 +33,9 @@ def evaluate_vps(gt_json: PathOrData, gt_dir: Union[str, Path], pred_json: PathO
         gt_dir: the GT panoptic PNGs, ``<gt_dir>/<video_id>/<file_name>`` (``panomasksRGB``).
         pred_json: the predictions' ``pred.json`` (path, its folder, or loaded dict): ``{"annotations": [{"video_id",
             "annotations": [{"segments_info": [...]}, ...]}]}``, one entry per GT frame, in GT order.
-        pred_dir: the predicted PNGs, ``<pred_dir>/<video_id>/<GT file_name>`` (RGB ids, as the GT). Default: next
-            to ``pred.json`` (its ``pan_pred/`` when present, the official submission layout).
+        pred_dir: the predicted PNGs, ``<pred_dir>/<video_id>/<GT file_name>`` (RGB ids, as the GT), or the
+            submission folder holding them in ``pan_pred/``. Default: next to ``pred.json`` (its ``pan_pred/``
+            when present, the official submission layout).
         num_classes: STQ's class count (the official script: 124).
         workers: threads decoding PNGs ahead (1: none).
 
@@ -51,6 +52,8 @@ def evaluate_vps(gt_json: PathOrData, gt_dir: Union[str, Path], pred_json: PathO
     if not Path(gt_dir).is_dir():
         raise EvaluationInputError(f"{gt_dir} is not a folder (the GT panoptic PNGs, <gt_dir>/<video>/<file>)")
     videos = vipseg_videos(gt, pred, gt_dir, pred_dir)
+    if videos and videos[0].pred_paths and not videos[0].pred_paths[0].parent.is_dir() and (Path(pred_dir) / "pan_pred").is_dir():
+        videos = vipseg_videos(gt, pred, gt_dir, Path(pred_dir) / "pan_pred")   # given the submission folder
     cats = vpq.CategoryIndex(gt["categories"])
     stats = vpq.new_stats(cats)
     stq = STQAccumulator(num_classes, [int(c["id"]) for c in gt["categories"] if c["isthing"]])
