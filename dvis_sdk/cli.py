@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-classes", type=int, default=124, help="--task vss: classes (default 124)")
     ev.add_argument("--workers", type=int, default=1, help="--task vps/vss: threads decoding PNGs ahead")
     ev.add_argument("--per-category", action="store_true", help="also print the AP of each category")
-    ev.add_argument("--json", action="store_true", help="print the numbers (0-100) as JSON instead of the table")
+    ev.add_argument("--json", action="store_true", help="print the numbers as JSON instead of the table (on the "
+                                                       "official scales: AP and VPQ 0-100, the others 0-1)")
     ev.set_defaults(func=cmd_eval)
 
 
