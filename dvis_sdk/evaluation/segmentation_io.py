@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -114,12 +115,19 @@ def read_label_png(path: Union[str, Path]) -> np.ndarray:
 
 
 def prefetch(fn: Callable[[Any], T], items: Sequence[Any], workers: int) -> Iterator[T]:
-    """``map(fn, items)`` in order; with ``workers > 1`` a thread pool reads ahead (PNG decoding releases the GIL)."""
+    """``map(fn, items)`` in order; with ``workers > 1`` a thread pool reads up to ``2 * workers`` items ahead
+    (PNG decoding releases the GIL), so memory stays bounded on long videos."""
     if workers <= 1 or len(items) < 2:
         yield from map(fn, items)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fn, items)
+        pending: Deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 # ---- VIPSeg ------------------------------------------------------------------------------------------------------
