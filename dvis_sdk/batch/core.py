@@ -179,6 +179,18 @@ def _check_devices(devices: Sequence[str]) -> None:
             raise ValueError(f"device {d!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def _run_dtype(segmenter: Any, devices: Sequence[str], backend: str) -> str:
+    """The dtype the workers run: the segmenter's request resolved for each worker's device (the driver may be a
+    CPU feeding GPU workers); the request itself where the driver cannot see the device (a Ray cluster's GPUs)."""
+    from ..runtime import resolve_dtype
+
+    asked = getattr(segmenter, "requested_dtype", segmenter.dtype)
+    if backend == "ray" and asked == "auto" and any(d.startswith("cuda") for d in devices):
+        return asked
+    return ",".join(sorted({resolve_dtype(asked, "cuda" if backend == "ray" and d.startswith("cuda") else d)
+                            for d in devices}))
+
+
 def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out_dir: PathLike, *,
                    pattern: Union[str, Sequence[str]] = "*.mp4", recursive: bool = False, save_video: bool = False,
                    overwrite: bool = False, workers: int = 1, devices: Union[None, str, Sequence[str]] = None,
@@ -232,7 +244,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         raise ValueError(f"{src}: no videos found (pattern {pats!r}{', recursive' if recursive else ''}; "
                          "folders of frames count too)")
     options = {"stride": stride, "max_frames": max_frames, "score_threshold": float(score_threshold)}
-    opts = BatchOptions(out_dir=str(out.resolve()), fingerprint=fingerprint(segmenter, options), stride=stride,
+    opts = BatchOptions(out_dir=str(out.resolve()), fingerprint=fingerprint(segmenter, options, _run_dtype(
+        segmenter, devs, backend)), stride=stride,
                         max_frames=max_frames, score_threshold=float(score_threshold), save_video=save_video,
                         overlap=overlap)
 
