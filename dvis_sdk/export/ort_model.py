@@ -167,8 +167,8 @@ class OnnxDVIS:
             raise ValueError(f"execution provider(s) {missing} not available in this onnxruntime build (it has "
                              f"{have}); install onnxruntime-gpu for CUDA / TensorRT")
         if dtype == "fp16" and TENSORRT not in self.providers:
-            raise ValueError("fp16 with onnxruntime needs the TensorRT provider (providers=['TensorrtExecutionProvider',"
-                             " 'CUDAExecutionProvider', 'CPUExecutionProvider'])")
+            raise ValueError("fp16 with onnxruntime needs the TensorRT provider (providers="
+                             "['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'])")
         self.dtype = dtype
         #: the GPU the CUDA / TensorRT providers use: the device's index (a CPU device: GPU 0, copies via the host)
         self.device_id = self.device.index or 0
