@@ -196,7 +196,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
                    overwrite: bool = False, workers: int = 1, devices: Union[None, str, Sequence[str]] = None,
                    backend: str = "local", ray_address: Optional[str] = None, progress: bool = True,
                    stride: int = 1, max_frames: Optional[int] = None, score_threshold: float = 0.0,
-                   overlap: bool = True, cpus_per_worker: Optional[int] = None) -> BatchSummary:
+                   overlap: bool = True, cpus_per_worker: Optional[int] = None,
+                   placement_timeout: float = 600.0) -> BatchSummary:
     """Segment every video of ``src`` into ``out_dir``; resumable and fault-isolated (see ``docs/batch.md``).
 
     Args:
@@ -217,6 +218,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         stride, max_frames, score_threshold: as in :meth:`VideoSegmenter.predict` / ``VideoResult.filter``.
         overlap: open and decode the next video while the current one is in inference.
         cpus_per_worker: CPU threads per worker (default: the cores divided among the workers; Ray: 1).
+        placement_timeout: Ray: seconds to wait for every actor to be placed and to load the model (then a
+            one-line error instead of waiting forever for GPUs the cluster does not have).
 
     Returns:
         A :class:`BatchSummary` (``exit_code``, ``table()``). An interrupt (SIGINT / SIGTERM) abandons the videos
@@ -269,7 +272,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         try:
             if backend == "ray":
                 from .ray_backend import run_ray
-                run_ray(segmenter, todo, opts, events, devs, address=ray_address, cpus_per_worker=cpus_per_worker)
+                run_ray(segmenter, todo, opts, events, devs, address=ray_address, cpus_per_worker=cpus_per_worker,
+                        placement_timeout=placement_timeout)
             elif len(devs) == 1 and devs[0] == str(segmenter.device):
                 run_inprocess(segmenter, todo, opts, events, threads=cpus_per_worker)
             else:
