@@ -287,6 +287,10 @@ def test_ort_cuda_device_maps_to_provider_device_id(monkeypatch, tiny_model_dir,
     assert fp16.dtype == "fp16" and _options(fake_ort.created[-1], "TensorrtExecutionProvider")["trt_fp16_enable"]
     with pytest.raises(ValueError, match="TensorRT provider"):
         dvis_sdk.VideoSegmenter.from_pretrained(export, device="cuda:0", dtype="bf16")
+    with pytest.raises(ValueError, match="put a GPU provider first"):
+        dvis_sdk.VideoSegmenter.from_pretrained(export, device="cuda:0", providers=["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="runs on 'cpu', not 'cuda:1'"):
+        dvis_sdk.VideoSegmenter(OnnxDVIS(export), device="cuda:1")
     cpu = dvis_sdk.VideoSegmenter.from_pretrained(export)  # the default: CPU, no binding
     assert cpu.device.type == "cpu" and not cpu.model.io_binding and cpu.model.providers == ["CPUExecutionProvider"]
 

@@ -64,12 +64,16 @@ def _as_tensor(x: Any) -> Tensor:
     return torch.from_numpy(x if x.flags.writeable else x.copy())
 
 
-def _from_ort(value: Any) -> Tensor:
-    """An ONNX Runtime ``OrtValue`` as a tensor on its device, without a copy where DLPack is available."""
+def _from_ort(value: Any, device: torch.device) -> Tensor:
+    """An ONNX Runtime ``OrtValue`` as a tensor on ``device``, without a copy where DLPack is available."""
     try:
-        return torch.from_dlpack(value)
+        t = torch.from_dlpack(value)
     except (TypeError, AttributeError, RuntimeError, BufferError):
-        return torch.from_numpy(value.numpy())  # older builds: through the host
+        try:  # builds whose OrtValue has to_dlpack() but not the __dlpack__ protocol
+            t = torch.utils.dlpack.from_dlpack(value.to_dlpack())
+        except (TypeError, AttributeError, RuntimeError, BufferError):
+            t = torch.from_numpy(value.numpy())  # through the host
+    return t if t.device == device else t.to(device)
 
 
 def _stack(items: Sequence[Any]) -> Any:
@@ -176,6 +180,9 @@ class OnnxDVIS:
         # I/O binding: inputs and outputs stay where the first provider computes (device memory on a GPU), so
         # graph outputs feed the next graph without a round trip through host numpy
         self.io_binding = bool(gpu_first and self.device.type == "cuda") if io_binding is None else bool(io_binding)
+        if self.device.type == "cuda" and not (gpu_first and self.io_binding):
+            raise ValueError(f"device={str(self.device)!r} runs the graphs on that GPU: put a GPU provider first "
+                             f"(providers=['CUDAExecutionProvider', 'CPUExecutionProvider']), got {self.providers}")
         self.threads = threads
         opts = ort.SessionOptions()
         if threads:
@@ -236,7 +243,7 @@ class OnnxDVIS:
             torch.cuda.current_stream(self.device).synchronize()  # PyTorch's writes to the inputs are done
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
-        return {k: _from_ort(v) for k, v in zip(g["outputs"], binding.get_outputs())}
+        return {k: _from_ort(v, self.device) for k, v in zip(g["outputs"], binding.get_outputs())}
 
     # --- steps (the runner's protocol) ----------------------------------------------------------------------------
     def preprocess(self, frames: Any) -> Tensor:
@@ -297,7 +304,7 @@ class OnnxDVIS:
         result = {k: _as_tensor(v) for k, v in self._run("tracker_heads", **heads_in).items()}
         new_state = OnnxTrackerState(last_output=prev, last_frame_embeds=last_frame_embeds,
                                      num_frames=n_frame + (0 if state is None else state.num_frames))
-        return result, new_state, torch.from_numpy(np.stack(applied, 0))
+        return result, new_state, torch.from_numpy(np.stack(applied, 0)).to(self.device)
 
 
 class OnnxOfflineDVIS(OnnxDVIS):
