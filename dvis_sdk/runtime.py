@@ -34,10 +34,13 @@ def native_bf16(device: Union[str, torch.device]) -> bool:
     """Whether ``device`` runs bf16 natively: CUDA compute capability >= 8.0 (Ampere and later). Older GPUs
     emulate it (``torch.cuda.is_bf16_supported()`` still says True there), several times slower than fp16."""
     device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
+    if device.type != "cuda":
         return False
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_properties(index).major >= 8
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).major >= 8
+    except (RuntimeError, AssertionError):  # no CUDA here (a spec for a remote GPU): not known to be native
+        return False
 
 
 def resolve_dtype(dtype: str, device: Union[str, torch.device]) -> str:

@@ -185,6 +185,8 @@ def _run_dtype(segmenter: Any, devices: Sequence[str], backend: str) -> str:
     from ..runtime import resolve_dtype
 
     asked = getattr(segmenter, "requested_dtype", segmenter.dtype)
+    if getattr(segmenter, "backend", "pytorch") != "pytorch":  # an export: its providers decide (fp16 only via TRT)
+        return asked
     if backend == "ray" and asked == "auto" and any(d.startswith("cuda") for d in devices):
         return asked
     return ",".join(sorted({resolve_dtype(asked, "cuda" if backend == "ray" and d.startswith("cuda") else d)
