@@ -390,3 +390,18 @@ def test_ray_gpu_actors_that_cannot_be_placed_fail_fast(monkeypatch, tiny_model_
     assert time.perf_counter() - t0 < 60
     # the actors were asked for the GPU inside them ("cuda") with the request, not the driver's fp32
     assert [(a.spec["device"], a.spec["dtype"]) for a in ray.actors] == [("cuda", "fp16")] * 2
+
+
+def test_tensorrt_shape_profiles_cover_the_runner(tiny_model_dir, tmp_path):
+    from dvis_sdk.export.providers import provider_options, shape_profiles
+
+    meta = json.loads((_fake_export(tmp_path / "export", tiny_model_dir) / "config.json").read_text())
+    assert shape_profiles(meta, "tracker_step", 5, 300) is None  # static per-frame graph
+    heads = shape_profiles(meta, "tracker_heads", 5, 300)
+    assert heads["trt_profile_min_shapes"].startswith("outputs:1x") and ",mask_features:1x" in heads[
+        "trt_profile_min_shapes"]
+    assert heads["trt_profile_max_shapes"].startswith("outputs:5x")
+    meta["graphs"]["segmenter"]["fixed_size"] = [96, 160]  # a frozen-size export: its one size
+    seg = shape_profiles(meta, "segmenter", 3, 300)
+    assert seg == {f"trt_profile_{k}_shapes": f"images:{t}x3x96x160" for k, t in (("min", 1), ("opt", 3), ("max", 3))}
+    assert provider_options(["CPUExecutionProvider"], meta, "segmenter", 1) == ["CPUExecutionProvider"]
