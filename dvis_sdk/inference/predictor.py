@@ -408,11 +408,11 @@ class VideoSegmenter:
 
 
 def _export_device(device: Any, providers: Optional[Sequence[str]]) -> str:
-    """An export's device: as given, else ("auto" / None) CUDA when a GPU provider is asked for and PyTorch sees a
-    GPU (tensors then stay on it between graphs), else the CPU (ONNX Runtime copies to its GPU 0 itself)."""
+    """An export's device: as given, else ("auto" / None) CUDA when the first provider is a GPU one and PyTorch sees
+    a GPU (tensors then stay on it between graphs), else the CPU (ONNX Runtime copies to its GPU 0 itself)."""
     if device not in (None, "auto"):
         return str(device)
-    gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in providers or [])
+    gpu = bool(providers) and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
     return "cuda" if gpu and torch.cuda.is_available() else "cpu"
 
 
