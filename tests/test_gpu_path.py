@@ -390,6 +390,11 @@ def test_ray_gpu_actors_that_cannot_be_placed_fail_fast(monkeypatch, tiny_model_
     assert time.perf_counter() - t0 < 60
     # the actors were asked for the GPU inside them ("cuda") with the request, not the driver's fp32
     assert [(a.spec["device"], a.spec["dtype"]) for a in ray.actors] == [("cuda", "fp16")] * 2
+    # an actor whose constructor fails: one line, not a traceback from deep inside Ray
+    monkeypatch.setattr(ray, "get", lambda refs, timeout=None: (_ for _ in ()).throw(
+        ray.exceptions.RayActorError("The actor died because of an error raised in its creation task: CUDA error")))
+    with pytest.raises(RuntimeError, match="a Ray worker could not start: The actor died"):
+        run_ray(seg, tasks, opts, Events(), ["cuda:0"], placement_timeout=5)
 
 
 def test_tensorrt_shape_profiles_cover_the_runner(tiny_model_dir, tmp_path):

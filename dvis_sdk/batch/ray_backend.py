@@ -58,10 +58,12 @@ class _Worker:
 def _wait_placed(ray: Any, actors: List[Any], devices: Sequence[str], timeout: float) -> None:
     """Wait until every actor answers; actors Ray cannot place (no free GPU) would otherwise leave the driver
     waiting forever: after ``timeout`` seconds that is a one-line error."""
-    from ray.exceptions import GetTimeoutError
+    from ray.exceptions import GetTimeoutError, RayActorError
 
     try:
         ray.get([a.ping.remote() for a in actors], timeout=timeout)
+    except RayActorError as e:  # the actor's constructor failed (e.g. the model does not load on its device)
+        raise RuntimeError(f"a Ray worker could not start: {' '.join(str(e).split())[:500]}") from None
     except GetTimeoutError:
         gpus = sum(str(d).startswith("cuda") for d in devices)
         have = ray.cluster_resources().get("GPU", 0)
