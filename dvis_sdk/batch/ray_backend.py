@@ -58,15 +58,16 @@ class _Worker:
 def _wait_placed(ray: Any, actors: List[Any], devices: Sequence[str], timeout: float) -> None:
     """Wait until every actor answers; actors Ray cannot place (no free GPU) would otherwise leave the driver
     waiting forever: after ``timeout`` seconds that is a one-line error."""
-    from ray.exceptions import GetTimeoutError, RayActorError
+    import ray.exceptions as rex
 
+    timeouts = (getattr(rex, "GetTimeoutError", TimeoutError), TimeoutError)
     try:
         ray.get([a.ping.remote() for a in actors], timeout=timeout)
-    except RayActorError as e:  # the actor's constructor failed (e.g. the model does not load on its device)
+    except getattr(rex, "RayActorError", ()) as e:  # the constructor failed (e.g. the model does not load there)
         raise RuntimeError(f"a Ray worker could not start: {' '.join(str(e).split())[:500]}") from None
-    except GetTimeoutError:
+    except timeouts:
         gpus = sum(str(d).startswith("cuda") for d in devices)
-        have = ray.cluster_resources().get("GPU", 0)
+        have = getattr(ray, "cluster_resources", dict)().get("GPU", 0)
         raise RuntimeError(f"Ray did not start {len(actors)} worker(s) within {timeout:.0f} s: {gpus} need a GPU "
                            f"each and the cluster has {have:g} GPU(s); ask for fewer devices, free or add GPUs, or "
                            "raise placement_timeout if loading the model is slow") from None
