@@ -8,12 +8,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional
 
 
 TRUST_PICKLE_HELP = ("read a pickle-based --checkpoint (.pth / .pkl) with no restriction on what it may run; only "
                      "for a file from a source you trust (by default only weights-like content is read)")
+
+
+DTYPE_HELP = ("inference precision (autocast): auto = bf16 on GPUs with compute capability >= 8.0, fp16 on older "
+              "GPUs, fp32 on CPU; fp16 on a CPU runs fp32")
 
 
 class UserError(Exception):
@@ -172,9 +177,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     # a Ray cluster's GPUs need not be on this machine: only "auto" is resolved here for --ray
     device = args.device if args.ray is not None and args.device != "auto" else str(resolve_device(args.device))
     several = args.workers > 1 or args.devices or args.ray is not None
-    # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU
+    # with worker processes / actors the model here only feeds them (and the fingerprint): keep it off the GPU.
+    # Its spec carries --dtype as asked; each worker resolves it for its own device (fp16 on a GPU worker)
     args.device = "cpu" if several else device
-    seg = _load_segmenter(args, window_size=args.window_size or None, chunk_size=args.chunk_size or None)
+    with warnings.catch_warnings():
+        if several:  # "fp16 runs fp32 on CPU" is true of this feeder only, not of the workers
+            warnings.filterwarnings("ignore", message="fp16 is not supported on CPU")
+        seg = _load_segmenter(args, window_size=args.window_size or None, chunk_size=args.chunk_size or None)
     devices = args.devices or ([device] * args.workers if several else None)
     summary = predict_folder(seg, args.src, args.out_dir, pattern=args.pattern or "*.mp4", recursive=args.recursive,
                              save_video=args.save_video, overwrite=args.overwrite, devices=devices,
@@ -302,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     pr.add_argument("--mode", choices=["online", "offline"], default=None)
     pr.add_argument("--device", default="auto")
-    pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32", help=DTYPE_HELP)
     pr.add_argument("--out", default="out")
     pr.add_argument("--save-video", action="store_true", help="also write an overlay video")
     pr.add_argument("--save-id-maps", action="store_true",
@@ -353,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     ba.add_argument("--mode", choices=["online", "offline"], default=None)
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
-    ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32", help=DTYPE_HELP)
     ba.add_argument("--pattern", action="append", default=None,
                     help="file name pattern of the videos in a folder (default '*.mp4'; repeat for several)")
     ba.add_argument("--recursive", action="store_true", help="also look in sub-folders")

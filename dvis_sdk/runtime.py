@@ -25,6 +25,39 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     return dev
 
 
+#: What a spec or a user may ask for: a dtype, or "auto" (resolved per device by :func:`resolve_dtype`).
+DTYPE_REQUESTS = ("auto",) + tuple(DTYPES)
+
+
+def native_bf16(device: Union[str, torch.device]) -> bool:
+    """Whether ``device`` runs bf16 natively: CUDA compute capability >= 8.0 (Ampere and later). Older GPUs
+    emulate it (``torch.cuda.is_bf16_supported()`` still says True there), several times slower than fp16."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    try:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).major >= 8
+    except (RuntimeError, AssertionError):  # no CUDA here (a spec for a remote GPU): not known to be native
+        return False
+
+
+def resolve_dtype(dtype: str, device: Union[str, torch.device]) -> str:
+    """The dtype that runs on ``device`` for a request: "auto" is bf16 on GPUs with native bf16, fp16 on older
+    GPUs, fp32 elsewhere; "fp16" on a CPU is fp32 (CPU fp16 autocast is slower and less accurate than fp32).
+    Decided where the work runs, so a spec carries the request and each worker resolves it for its own device."""
+    if dtype not in DTYPE_REQUESTS:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {list(DTYPE_REQUESTS)}")
+    device = torch.device(device)
+    if dtype == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if native_bf16(device) else "fp16"
+    if dtype == "fp16" and device.type == "cpu":
+        return "fp32"
+    return dtype
+
+
 def autocast_context(device: torch.device, dtype: str) -> "contextlib.AbstractContextManager":
     """The autocast context for inference in ``dtype`` ("fp32": autocast explicitly off)."""
     if dtype == "fp32":

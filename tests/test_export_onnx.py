@@ -184,6 +184,21 @@ def test_stream_matches_pytorch(online_dir, torch_segs):
             assert union == 0 or np.logical_and(a.mask, b.mask).sum() / union >= 0.99
 
 
+@pytest.mark.parametrize("name", [ONLINE, OFFLINE])
+def test_io_binding_gives_the_same_results(online_dir, offline_dir, name):
+    """The I/O-bound path (tensors stay where the provider computes: on a GPU, device memory between graphs), run on
+    the CPU provider: the same results as host numpy feeds, graph outputs handed over as tensors (DLPack)."""
+    d = online_dir if name == ONLINE else offline_dir
+    plain, bound = OnnxDVIS(d), OnnxDVIS(d, io_binding=True)
+    assert not plain.io_binding and bound.io_binding
+    frames = render_video(SEEDS[name][0], VIDEOS)[0]
+    ref = dvis_sdk.VideoSegmenter(plain).predict(frames, window_size=3, chunk_size=4)
+    out = dvis_sdk.VideoSegmenter(bound).predict(frames, window_size=3, chunk_size=4)
+    assert [(i.track_id, i.label, i.score) for i in out.instances] == [(i.track_id, i.label, i.score)
+                                                                       for i in ref.instances]
+    assert all(a.rles == b.rles for a, b in zip(ref.instances, out.instances))
+
+
 # ---- settings, spec, batch, errors -----------------------------------------------------------------------------------
 def test_spec_round_trip_and_online_mode(offline_dir):
     seg = dvis_sdk.VideoSegmenter.from_pretrained(offline_dir, providers=["CPUExecutionProvider"], window_size=2)

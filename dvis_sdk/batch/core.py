@@ -179,12 +179,27 @@ def _check_devices(devices: Sequence[str]) -> None:
             raise ValueError(f"device {d!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def _run_dtype(segmenter: Any, devices: Sequence[str], backend: str) -> str:
+    """The dtype the workers run: the segmenter's request resolved for each worker's device (the driver may be a
+    CPU feeding GPU workers); the request itself where the driver cannot see the device (a Ray cluster's GPUs)."""
+    from ..runtime import resolve_dtype
+
+    asked = getattr(segmenter, "requested_dtype", segmenter.dtype)
+    if getattr(segmenter, "backend", "pytorch") != "pytorch":  # an export: its providers decide (fp16 only via TRT)
+        return asked
+    if backend == "ray" and asked == "auto" and any(d.startswith("cuda") for d in devices):
+        return asked
+    return ",".join(sorted({resolve_dtype(asked, "cuda" if backend == "ray" and d.startswith("cuda") else d)
+                            for d in devices}))
+
+
 def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out_dir: PathLike, *,
                    pattern: Union[str, Sequence[str]] = "*.mp4", recursive: bool = False, save_video: bool = False,
                    overwrite: bool = False, workers: int = 1, devices: Union[None, str, Sequence[str]] = None,
                    backend: str = "local", ray_address: Optional[str] = None, progress: bool = True,
                    stride: int = 1, max_frames: Optional[int] = None, score_threshold: float = 0.0,
-                   overlap: bool = True, cpus_per_worker: Optional[int] = None) -> BatchSummary:
+                   overlap: bool = True, cpus_per_worker: Optional[int] = None,
+                   placement_timeout: float = 600.0) -> BatchSummary:
     """Segment every video of ``src`` into ``out_dir``; resumable and fault-isolated (see ``docs/batch.md``).
 
     Args:
@@ -205,6 +220,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         stride, max_frames, score_threshold: as in :meth:`VideoSegmenter.predict` / ``VideoResult.filter``.
         overlap: open and decode the next video while the current one is in inference.
         cpus_per_worker: CPU threads per worker (default: the cores divided among the workers; Ray: 1).
+        placement_timeout: Ray: seconds to wait for every actor to be placed and to load the model (then a
+            one-line error instead of waiting forever for GPUs the cluster does not have).
 
     Returns:
         A :class:`BatchSummary` (``exit_code``, ``table()``). An interrupt (SIGINT / SIGTERM) abandons the videos
@@ -232,7 +249,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         raise ValueError(f"{src}: no videos found (pattern {pats!r}{', recursive' if recursive else ''}; "
                          "folders of frames count too)")
     options = {"stride": stride, "max_frames": max_frames, "score_threshold": float(score_threshold)}
-    opts = BatchOptions(out_dir=str(out.resolve()), fingerprint=fingerprint(segmenter, options), stride=stride,
+    opts = BatchOptions(out_dir=str(out.resolve()), fingerprint=fingerprint(segmenter, options, _run_dtype(
+        segmenter, devs, backend)), stride=stride,
                         max_frames=max_frames, score_threshold=float(score_threshold), save_video=save_video,
                         overlap=overlap)
 
@@ -256,7 +274,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         try:
             if backend == "ray":
                 from .ray_backend import run_ray
-                run_ray(segmenter, todo, opts, events, devs, address=ray_address, cpus_per_worker=cpus_per_worker)
+                run_ray(segmenter, todo, opts, events, devs, address=ray_address, cpus_per_worker=cpus_per_worker,
+                        placement_timeout=placement_timeout)
             elif len(devs) == 1 and devs[0] == str(segmenter.device):
                 run_inprocess(segmenter, todo, opts, events, threads=cpus_per_worker)
             else:

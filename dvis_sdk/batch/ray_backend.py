@@ -19,6 +19,8 @@ from .worker import BatchOptions, Prepared, new_record, process_video
 
 MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 2
+#: seconds the driver waits for every actor to be placed and to load the model before giving up
+PLACEMENT_TIMEOUT = 600.0
 
 
 def require_ray() -> Any:
@@ -53,11 +55,32 @@ class _Worker:
         return True
 
 
+def _wait_placed(ray: Any, actors: List[Any], devices: Sequence[str], timeout: float) -> None:
+    """Wait until every actor answers; actors Ray cannot place (no free GPU) would otherwise leave the driver
+    waiting forever: after ``timeout`` seconds that is a one-line error."""
+    import ray.exceptions as rex
+
+    timeouts = (getattr(rex, "GetTimeoutError", TimeoutError), TimeoutError)
+    try:
+        ray.get([a.ping.remote() for a in actors], timeout=timeout)
+    except getattr(rex, "RayActorError", ()) as e:  # the constructor failed (e.g. the model does not load there)
+        raise RuntimeError(f"a Ray worker could not start: {' '.join(str(e).split())[:500]}") from None
+    except timeouts:
+        gpus = sum(str(d).startswith("cuda") for d in devices)
+        have = getattr(ray, "cluster_resources", dict)().get("GPU", 0)
+        raise RuntimeError(f"Ray did not start {len(actors)} worker(s) within {timeout:.0f} s: {gpus} need a GPU "
+                           f"each and the cluster has {have:g} GPU(s); ask for fewer devices, free or add GPUs, or "
+                           "raise placement_timeout if loading the model is slow") from None
+
+
 def run_ray(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, events: Events, devices: Sequence[str],
-            address: Optional[str] = None, cpus_per_worker: Optional[int] = None) -> None:
+            address: Optional[str] = None, cpus_per_worker: Optional[int] = None,
+            placement_timeout: float = PLACEMENT_TIMEOUT) -> None:
     """Run ``tasks`` on Ray actors: one per entry of ``devices`` (a CUDA entry asks Ray for one GPU, a CPU entry
     for ``cpus_per_worker`` CPUs, default 1). Connects to ``address`` (or starts a local Ray) unless Ray is
-    already initialised."""
+    already initialised. Actors not placed and ready within ``placement_timeout`` seconds stop the batch with a
+    one-line error. Each actor resolves the segmenter's dtype for its own device (its spec carries the request)
+    and an ONNX export's GPU providers run on the actor's GPU."""
     ray = require_ray()
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -87,6 +110,7 @@ def run_ray(seg: Any, tasks: Sequence[VideoTask], opts: BatchOptions, events: Ev
             actors.append(cls.remote(dict(spec, device="cuda" if gpu else "cpu"), weights_ref, None if gpu else cpus,
                                      opts))
 
+        _wait_placed(ray, actors, devices, placement_timeout)
         pending: Deque[VideoTask] = deque(tasks)
         inflight: Dict[Any, Tuple[VideoTask, int]] = {}
         alive = set(range(len(actors)))

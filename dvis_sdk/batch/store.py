@@ -50,12 +50,13 @@ def weights_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def fingerprint(segmenter: Any, options: Dict[str, Any]) -> str:
-    """What decides a video's result: the model config, the weights, the dtype, the offline refiner's chunk size
-    and the predict ``options`` (stride, max_frames, score_threshold). Window size and device do not enter: they
-    do not change the result."""
+def fingerprint(segmenter: Any, options: Dict[str, Any], dtype: Optional[str] = None) -> str:
+    """What decides a video's result: the model config, the weights, the dtype (``dtype``: the one the workers run,
+    default the segmenter's), the offline refiner's chunk size and the predict ``options`` (stride, max_frames,
+    score_threshold). Window size and device do not enter: they do not change the result."""
     doc = {"format": FORMAT_VERSION, "config": segmenter.cfg.to_dict(), "weights": weights_digest(segmenter.model),
-           "dtype": segmenter.dtype, "chunk_size": segmenter.chunk_size if segmenter.mode == "offline" else None,
+           "dtype": dtype or segmenter.dtype,
+           "chunk_size": segmenter.chunk_size if segmenter.mode == "offline" else None,
            "options": options}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..config import DVISConfig
 from ..ops.preprocess import normalize_and_pad
+from .providers import GPU_PROVIDERS, TENSORRT, TRT_CACHE_DIR, default_providers, provider_options
 
 Arrays = Dict[str, np.ndarray]
 
@@ -31,9 +32,10 @@ class OnnxTrackerState:
 
     ``last_output`` (Q, 1, C): the last frame's last tracker layer output (the next frame's query comes from
     it); ``last_frame_embeds`` (Q, 1, C): the last frame's segmenter embeds in tracked order (the next frame is
-    matched against it); ``num_frames``: frames tracked so far."""
+    matched against it); ``num_frames``: frames tracked so far. With I/O binding ``last_output`` is a tensor on the
+    GPU (it feeds the next frame's graph where it is)."""
 
-    last_output: np.ndarray
+    last_output: Any
     last_frame_embeds: np.ndarray
     num_frames: int
 
@@ -56,8 +58,32 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_tensor(x: np.ndarray) -> Tensor:
+def _as_tensor(x: Any) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
     return torch.from_numpy(x if x.flags.writeable else x.copy())
+
+
+def _from_ort(value: Any, device: torch.device) -> Tensor:
+    """An ONNX Runtime ``OrtValue`` as a tensor on ``device``, without a copy where DLPack is available."""
+    try:
+        t = torch.from_dlpack(value)
+    except (TypeError, AttributeError, RuntimeError, BufferError):
+        try:  # builds whose OrtValue has to_dlpack() but not the __dlpack__ protocol
+            t = torch.utils.dlpack.from_dlpack(value.to_dlpack())
+        except (TypeError, AttributeError, RuntimeError, BufferError):
+            t = torch.from_numpy(value.numpy())  # through the host
+    return t if t.device == device else t.to(device)
+
+
+def _stack(items: Sequence[Any]) -> Any:
+    return torch.stack(list(items), 0) if isinstance(items[0], Tensor) else np.stack(items, 0)
+
+
+def _cat(items: Sequence[Any], axis: int) -> Any:
+    if any(isinstance(x, Tensor) and x.device.type != "cpu" for x in items):
+        return torch.cat([torch.as_tensor(x) for x in items], axis)
+    return np.concatenate([_as_numpy(x) for x in items], axis)
 
 
 def _is_offline_export(path: Union[str, Path]) -> bool:
@@ -86,6 +112,12 @@ class OnnxDVIS:
             ``["CUDAExecutionProvider", "CPUExecutionProvider"]``); one this build lacks is a one-line error.
         threads: intra-op threads per session (None: ONNX Runtime's default).
         mode: ``"online"`` runs an offline export without its refiner (as ``from_pretrained(mode="online")``).
+        device: ``"cuda:N"`` runs the CUDA / TensorRT providers on GPU N (their ``device_id``; default providers
+            then CUDA, CPU) and, with a GPU provider first, keeps tensors on that GPU between graphs (I/O binding:
+            ``io_binding``, default on there); ``"cpu"``: tensors on the host (a GPU provider then uses GPU 0).
+        dtype: ``"fp16"`` builds TensorRT engines in fp16 (TensorRT provider only); otherwise fp32.
+        trt_cache: TensorRT engine cache folder (default ``<path>/trt_cache``: engines are built once, reused by
+            later processes). window_size, chunk_size: the largest T the runner feeds (TensorRT shape profiles).
     """
 
     backend = "onnxruntime"
@@ -97,7 +129,10 @@ class OnnxDVIS:
         return super().__new__(cls)
 
     def __init__(self, path: Union[str, Path], providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None, mode: Optional[str] = None):
+                 threads: Optional[int] = None, mode: Optional[str] = None, *,
+                 device: Union[str, torch.device] = "cpu", dtype: str = "fp32",
+                 trt_cache: Optional[Union[str, Path]] = None, window_size: Optional[int] = None,
+                 chunk_size: Optional[int] = None, io_binding: Optional[bool] = None):
         from .onnx_export import FORMAT, require_onnx
 
         require_onnx()
@@ -123,19 +158,45 @@ class OnnxDVIS:
         self.plus = self.meta["variant"] == "dvis++"
         self._inverse = bool(self.meta["tracker"]["inverse_matching"])
         self._permute_first = bool(self.meta["tracker"]["permute_first_reference"])
+        #: where the tensors live between graphs ("cuda:N": the GPU providers run on GPU N)
+        self.device = torch.device(device)
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"the onnxruntime backend runs on 'cpu' or 'cuda:N', got {str(self.device)!r}")
+        if dtype not in ("fp32", "fp16"):
+            raise ValueError(f"the onnxruntime backend runs fp32 (fp16 through TensorRT), got dtype={dtype!r}")
         have = ort.get_available_providers()
-        self.providers = list(providers or ["CPUExecutionProvider"])
+        self.providers = list(providers or default_providers(self.device.type))
         missing = [p for p in self.providers if p not in have]
         if missing:
             raise ValueError(f"execution provider(s) {missing} not available in this onnxruntime build (it has "
                              f"{have}); install onnxruntime-gpu for CUDA / TensorRT")
+        if dtype == "fp16" and TENSORRT not in self.providers:
+            raise ValueError("fp16 with onnxruntime needs the TensorRT provider (providers="
+                             "['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'])")
+        self.dtype = dtype
+        #: the GPU the CUDA / TensorRT providers use: the device's index (a CPU device: GPU 0, copies via the host)
+        self.device_id = self.device.index or 0
+        gpu_first = self.providers[0] in GPU_PROVIDERS
+        # I/O binding: inputs and outputs stay where the first provider computes (device memory on a GPU), so
+        # graph outputs feed the next graph without a round trip through host numpy
+        self.io_binding = bool(gpu_first and self.device.type == "cuda") if io_binding is None else bool(io_binding)
+        if self.device.type == "cuda" and not (gpu_first and self.io_binding):
+            raise ValueError(f"device={str(self.device)!r} runs the graphs on that GPU: put a GPU provider first "
+                             f"(providers=['CUDAExecutionProvider', 'CPUExecutionProvider']), got {self.providers}")
         self.threads = threads
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
+        cache = Path(trt_cache) if trt_cache else self.path / TRT_CACHE_DIR
+        if TENSORRT in self.providers:
+            cache.mkdir(parents=True, exist_ok=True)
         names = [n for n in self.meta["graphs"] if self.offline or n not in ("refiner", "frame_forward")]
-        self.sessions = {name: ort.InferenceSession(str(self.path / self.meta["graphs"][name]["file"]), opts,
-                                                    providers=self.providers) for name in names}
+        self.sessions = {
+            name: ort.InferenceSession(
+                str(self.path / self.meta["graphs"][name]["file"]), opts,
+                providers=provider_options(self.providers, self.meta, name, self.device_id, fp16=dtype == "fp16",
+                                           trt_cache=cache, window_size=window_size, chunk_size=chunk_size))
+            for name in names}
 
     @property
     def offline(self) -> bool:
@@ -157,10 +218,32 @@ class OnnxDVIS:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, providers={self.providers})"
 
-    def _run(self, name: str, **inputs: Any) -> Dict[str, np.ndarray]:
+    def _run(self, name: str, **inputs: Any) -> Dict[str, Any]:
+        """One graph: numpy outputs, or with I/O binding tensors on :attr:`device` (inputs bound where they are)."""
         g = self.meta["graphs"][name]
+        if self.io_binding:
+            return self._run_bound(name, g, inputs)
         feed = {k: np.ascontiguousarray(_as_numpy(inputs[k]), dtype=np.float32) for k in g["inputs"]}
         return dict(zip(g["outputs"], self.sessions[name].run(None, feed)))
+
+    def _run_bound(self, name: str, g: Dict[str, Any], inputs: Dict[str, Any]) -> Dict[str, Tensor]:
+        session = self.sessions[name]
+        binding = session.io_binding()
+        kind, index = self.device.type, self.device_id
+        keep = []  # the bound buffers must outlive the run
+        for k in g["inputs"]:
+            x = inputs[k]
+            x = torch.from_numpy(np.asarray(x)) if not isinstance(x, Tensor) else x
+            x = x.detach().to(self.device, torch.float32).contiguous()
+            keep.append(x)
+            binding.bind_input(k, kind, index, np.float32, list(x.shape), x.data_ptr())
+        for k in g["outputs"]:
+            binding.bind_output(k, kind, index)
+        if kind == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # PyTorch's writes to the inputs are done
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return {k: _from_ort(v, self.device) for k, v in zip(g["outputs"], binding.get_outputs())}
 
     # --- steps (the runner's protocol) ----------------------------------------------------------------------------
     def preprocess(self, frames: Any) -> Tensor:
@@ -168,7 +251,8 @@ class OnnxDVIS:
         (the PyTorch model's own preprocessing)."""
         x = frames if isinstance(frames, Tensor) else torch.from_numpy(np.asarray(frames))
         inp = self.meta["input"]
-        return normalize_and_pad(x.cpu(), inp["pixel_mean"], inp["pixel_std"], int(inp["size_divisibility"]))
+        x = x.to(self.device) if self.io_binding else x.cpu()  # bound graphs read it where it is
+        return normalize_and_pad(x, inp["pixel_mean"], inp["pixel_std"], int(inp["size_divisibility"]))
 
     def segment(self, images: Any) -> Dict[str, Tensor]:
         """(t, 3, Hp, Wp) normalised padded frames -> ``pred_logits``, ``pred_masks``, ``pred_embds``,
@@ -214,25 +298,24 @@ class OnnxDVIS:
             outputs.append(prev)
             if self.plus:
                 references.append(out["reference"])
-        heads_in = {"outputs": np.stack(outputs, 0), "mask_features": seg["mask_features"]}
+        heads_in = {"outputs": _stack(outputs), "mask_features": seg["mask_features"]}
         if self.plus:
-            heads_in["references"] = np.stack(references, 0)
+            heads_in["references"] = _stack(references)
         result = {k: _as_tensor(v) for k, v in self._run("tracker_heads", **heads_in).items()}
         new_state = OnnxTrackerState(last_output=prev, last_frame_embeds=last_frame_embeds,
                                      num_frames=n_frame + (0 if state is None else state.num_frames))
-        return result, new_state, torch.from_numpy(np.stack(applied, 0))
+        return result, new_state, torch.from_numpy(np.stack(applied, 0)).to(self.device)
 
 
 class OnnxOfflineDVIS(OnnxDVIS):
     """An offline export: :class:`OnnxDVIS` + the temporal refiner (:meth:`refine`, the runner's offline step)."""
 
-    def refiner_inputs(self, windows: Sequence[Any]) -> Dict[str, np.ndarray]:
+    def refiner_inputs(self, windows: Sequence[Any]) -> Dict[str, Any]:
         """What the refiner graph receives, gathered over tracked windows (``WindowOutput`` s; as
         ``OfflineDVIS.refiner_inputs``, ``mask_features`` without the batch axis)."""
-        instance = np.concatenate([_as_numpy(w.tracker["pred_embds"]) for w in windows], 2)
-        mask_features = np.concatenate([_as_numpy(w.segmenter["mask_features"]) for w in windows], 0)
-        embeds = np.concatenate([_as_numpy(w.segmenter["pred_embds_without_norm" if self.plus else "pred_embds"])
-                                 for w in windows], 2)
+        instance = _cat([w.tracker["pred_embds"] for w in windows], 2)
+        mask_features = _cat([w.segmenter["mask_features"] for w in windows], 0)
+        embeds = _cat([w.segmenter["pred_embds_without_norm" if self.plus else "pred_embds"] for w in windows], 2)
         frame = embeds if self.plus else self._run("frame_forward", frame_embeds=embeds)["frame_embeds_out"]
         return {"instance_embeds": instance, "frame_embeds": frame, "mask_features": mask_features}
 

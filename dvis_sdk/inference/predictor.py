@@ -12,7 +12,7 @@ from ..models.dvis import OnlineDVIS, build_model
 from ..models.optimize import copy_model
 from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
-from ..runtime import DTYPES, autocast_context, resolve_device
+from ..runtime import DTYPE_REQUESTS, DTYPES, autocast_context, native_bf16, resolve_device, resolve_dtype
 from .handle import VideoHandle
 from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
 from ..io import VideoReadError
@@ -35,8 +35,10 @@ class VideoSegmenter:
     Args:
         model: an ``OnlineDVIS`` / ``OfflineDVIS`` / ``OnlineDAQ`` / ``OfflineDAQ`` (usually built by the
             ``from_*`` constructors).
-        device: "cpu", "cuda", "cuda:N" or "auto". dtype: "fp32", "fp16" or "bf16" (autocast; scores and mask
-            up-sampling stay fp32).
+        device: "cpu", "cuda", "cuda:N" or "auto". dtype: "fp32", "fp16", "bf16" (autocast; scores and mask
+            up-sampling stay fp32) or "auto": bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 on
+            older GPUs, fp32 on CPU. fp16 asked on a CPU runs fp32 (:attr:`dtype` says what runs; :meth:`spec`
+            keeps the request, so a GPU worker built from it runs fp16).
         window_size: frames the segmenter runs at once; chunk_size: offline, frames the refiner sees at once.
         mask_buffer_mb: how much mask logit data ``predict`` holds before it encodes masks window by window.
         optimize: apply :func:`dvis_sdk.models.optimize.optimize` (parity-tested fast paths); compile: also
@@ -66,17 +68,29 @@ class VideoSegmenter:
                window_size: Optional[int] = None, chunk_size: Optional[int] = None, mask_buffer_mb: float = 1024,
                compile: bool = False, optimize: bool = True) -> None:
         self.device = resolve_device(device)
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-        if dtype == "fp16" and self.device.type == "cpu":
-            warnings.warn("fp16 is not supported on CPU; falling back to fp32", stacklevel=3)
-            dtype = "fp32"
+        if dtype not in DTYPE_REQUESTS:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {list(DTYPE_REQUESTS)}")
+        #: what was asked for ("auto" or a dtype): what :meth:`spec` carries, so that every worker resolves it
+        #: for its own device (fp16 on a GPU worker even when the driver that wrote the spec is on a CPU)
+        self.requested_dtype = dtype
         #: "pytorch", or the name of the runtime that runs an exported model ("onnxruntime")
         self.backend = str(getattr(model, "backend", "pytorch"))
-        if self.backend != "pytorch" and (self.device.type != "cpu" or dtype != "fp32"):
-            # the runtime picks its device through its providers; pre- / post-processing stay on the CPU in fp32
-            raise ValueError(f"the {self.backend} backend runs with device='cpu', dtype='fp32' (choose CUDA / "
-                             f"TensorRT with providers=...), got device={str(self.device)!r}, dtype={dtype!r}")
+        if self.backend != "pytorch":
+            # the runtime's session options decide its device and precision (see _from_export)
+            runs_on = torch.device(getattr(model, "device", "cpu"))
+            if self.device != runs_on:
+                raise ValueError(f"the {self.backend} model runs on {str(runs_on)!r}, not {str(self.device)!r}: "
+                                 f"build it with from_pretrained(EXPORT_DIR, device={str(self.device)!r})")
+            dtype = str(getattr(model, "dtype", "fp32"))
+        else:
+            dtype = resolve_dtype(dtype, self.device)
+            if self.requested_dtype == "fp16" and dtype == "fp32":
+                warnings.warn("fp16 is not supported on CPU; running fp32 here (a GPU worker given this "
+                              "segmenter's spec runs fp16)", stacklevel=3)
+            if dtype == "bf16" and self.device.type == "cuda" and not native_bf16(self.device):
+                warnings.warn(f"bf16 is emulated on {self.device} (compute capability < 8.0) and slow; "
+                              "dtype='fp16' or 'auto' is faster there", stacklevel=3)
+        #: the dtype that runs here (see :func:`dvis_sdk.runtime.resolve_dtype`)
         self.dtype = dtype
         self.model = model.to(self.device).eval() if self.backend == "pytorch" else model
         self.optimize, self.compile = bool(optimize), bool(compile)
@@ -172,9 +186,12 @@ class VideoSegmenter:
             raise ValueError(f"backend='onnxruntime' needs a folder written by `dvis export MODEL --format onnx "
                              f"--out DIR`; {str(path)!r} is not one")
         kwargs.pop("optimize", None), kwargs.pop("compile", None)  # PyTorch-only settings, kept in specs
-        if kwargs.get("device") in (None, "auto"):  # the providers choose the accelerator
-            kwargs["device"] = "cpu"
-        seg = cls._owning(OnnxDVIS(path, providers=providers, mode=mode), optimize=False, **kwargs)
+        device = resolve_device(_export_device(kwargs.get("device"), providers))
+        kwargs["device"] = device
+        runtime = OnnxDVIS(path, providers=providers, mode=mode, device=device,
+                           dtype=_export_dtype(kwargs.get("dtype", "fp32"), device, providers),
+                           window_size=kwargs.get("window_size"), chunk_size=kwargs.get("chunk_size"))
+        seg = cls._owning(runtime, optimize=False, **kwargs)
         seg._source = {"pretrained": str(path.resolve()), "mode": mode}
         return seg
 
@@ -188,7 +205,7 @@ class VideoSegmenter:
         (then give the weights to :meth:`from_spec`: ``state_dict=seg.model.state_dict()``). Replace ``"model"``
         (e.g. by ``{"pretrained": folder}`` after :meth:`save_pretrained`) or ``"device"`` to place a copy."""
         return {"model": dict(self._source) if self._source else {"config": self.cfg.to_dict()},
-                "device": str(self.device), "dtype": self.dtype, "window_size": self.window_size,
+                "device": str(self.device), "dtype": self.requested_dtype, "window_size": self.window_size,
                 "chunk_size": self.chunk_size, "mask_buffer_mb": self.mask_buffer_mb, "optimize": self.optimize,
                 "compile": self.compile, "backend": self.backend,
                 "providers": list(getattr(self.model, "providers", None) or []) or None}
@@ -388,6 +405,26 @@ class VideoSegmenter:
         """Moved: batch processing lives in :mod:`dvis_sdk.batch` (it uses the predictor, not the reverse)."""
         raise AttributeError("VideoSegmenter.predict_folder moved to dvis_sdk.predict_folder(seg, src, out_dir, "
                              "**options) (also dvis_sdk.batch.predict_folder)")
+
+
+def _export_device(device: Any, providers: Optional[Sequence[str]]) -> str:
+    """An export's device: as given, else ("auto" / None) CUDA when the first provider is a GPU one and PyTorch sees
+    a GPU (tensors then stay on it between graphs), else the CPU (ONNX Runtime copies to its GPU 0 itself)."""
+    if device not in (None, "auto"):
+        return str(device)
+    gpu = bool(providers) and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    return "cuda" if gpu and torch.cuda.is_available() else "cpu"
+
+
+def _export_dtype(dtype: str, device: torch.device, providers: Optional[Sequence[str]]) -> str:
+    """ONNX Runtime runs the exported fp32 graphs; fp16 only through TensorRT (its builder's fp16 mode)."""
+    trt = "TensorrtExecutionProvider" in (providers or [])
+    if dtype in ("auto", "fp16") and trt and device.type == "cuda":
+        return "fp16"
+    if dtype in ("auto", "fp32") or (dtype == "fp16" and device.type == "cpu"):  # CPU fp16: fp32, as PyTorch
+        return "fp32"
+    raise ValueError(f"dtype={dtype!r} with the onnxruntime backend: it runs fp32 (device='cpu' or 'cuda:N'), or "
+                     "fp16 with the TensorRT provider on a GPU (providers=['TensorrtExecutionProvider', ...])")
 
 
 def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:

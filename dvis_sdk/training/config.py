@@ -27,7 +27,7 @@ class TrainConfig:
     steps: Optional[Tuple[int, ...]] = None   # LR *= gamma at these iterations; None: at 70% of iters
     gamma: float = 0.1
     clip_grad: float = 0.01          # full-model gradient L2 norm (0: off)
-    amp: str = "auto"                # "auto" (bf16 if supported else fp16, on CUDA only), "bf16", "fp16", "none"
+    amp: str = "auto"                # "auto" (CUDA: bf16 if capability >= 8.0 else fp16), "bf16", "fp16", "none"
     device: str = "auto"
     seed: int = 0
     log_every: int = 20

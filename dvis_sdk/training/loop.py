@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.dvis import OnlineDVIS
+from ..runtime import native_bf16
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .criterion import SetCriterion
@@ -32,7 +33,7 @@ from .draws import Draws
 from .matcher import HungarianMatcher
 from .utils import export_state_dict, param_groups
 
-__all__ = ["Trainer", "set_trainable"]
+__all__ = ["Trainer", "set_trainable", "grad_scaler"]
 
 PathLike = Union[str, Path]
 
@@ -78,7 +79,7 @@ class Trainer:
             raise ValueError(f"{type(self).__name__}: the model has no trainable parameters")
         self.optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = grad_scaler() if self.amp_dtype == torch.float16 else None
         self.criterion = self._build_criterion().to(self.device)
         self._eval_warned = False
         self.last_eval: Optional[Dict[str, float]] = None
@@ -114,7 +115,9 @@ class Trainer:
             return None
         if self.cfg.amp == "fp16":
             return torch.float16
-        if self.cfg.amp == "bf16" or torch.cuda.is_bf16_supported():
+        # "auto": bf16 only where it is native (compute capability >= 8.0); torch.cuda.is_bf16_supported() also
+        # says True on older GPUs, which emulate it several times slower than fp16
+        if self.cfg.amp == "bf16" or native_bf16(self.device):
             return torch.bfloat16
         return torch.float16
 
@@ -277,6 +280,14 @@ class Trainer:
     def export(self, directory: Optional[PathLike] = None) -> Path:
         """Write the model (inference layout) as ``config.json`` + ``model.safetensors``; returns the folder."""
         return ckpt.export(self, directory)
+
+
+def grad_scaler() -> Any:
+    """A CUDA loss scaler for fp16 training on every supported torch: ``torch.amp.GradScaler("cuda")`` exists from
+    torch 2.3, ``torch.cuda.amp.GradScaler()`` before (deprecated, with a FutureWarning, from 2.4)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:

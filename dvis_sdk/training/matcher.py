@@ -65,7 +65,14 @@ class HungarianMatcher:
 
     @torch.no_grad()
     def cost_matrix(self, logits: Tensor, masks: Tensor, labels: Tensor, tgt_masks: Tensor) -> Tensor:
-        """logits (Q, K+1), masks (Q, T, h, w), labels (M,), tgt_masks (M, T, H, W) -> cost (Q, M), float32 CPU."""
+        """logits (Q, K+1), masks (Q, T, h, w), labels (M,), tgt_masks (M, T, H, W) -> cost (Q, M), float32 CPU.
+
+        Computed in fp32 with autocast off (as the official matcher): under fp16 autocast the point sums of the
+        mask costs overflow to inf (an infeasible assignment), under bf16 they are off by up to 0.075."""
+        with torch.autocast(masks.device.type, enabled=False):
+            return self._cost_matrix(logits, masks, labels, tgt_masks)
+
+    def _cost_matrix(self, logits: Tensor, masks: Tensor, labels: Tensor, tgt_masks: Tensor) -> Tensor:
         prob = logits.float().softmax(-1)
         cost_class = -prob[:, labels.to(prob.device)]
         coords = self.draws.matcher_points(self.num_points).to(masks.device)
