@@ -80,7 +80,7 @@ def test_half_precision_training_steps_are_finite(amp, tmp_path):
     from test_training_trainers import _cfg, _dataset, micro_config
     from dvis_sdk.models.dvis import build_model
     from dvis_sdk.training.synthetic import SyntheticConfig as Synth, generate_ytvis
-    from dvis_sdk.training.trainers import SegmenterTrainer
+    from dvis_sdk.training import SegmenterTrainer
 
     ann = generate_ytvis(tmp_path / "data", 2, seed=0, config=Synth(width=64, height=48, num_frames=6, max_objects=3),
                          image_ext=".png")
