@@ -93,14 +93,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         path = result.save(out_dir, video_id=i + 1)
         if args.save_video:
             from .visualize import render_video
+            from .visualize_panoptic import render_dense_video
 
-            render_video(result, src, out_dir / "overlay.mp4")
-        if args.save_id_maps:
+            (render_video if result.task == "vis" else render_dense_video)(result, src, out_dir / "overlay.mp4")
+        if args.save_id_maps and result.task == "vis":  # panoptic / semantic results are maps already
             from .visualize import save_id_maps
 
             save_id_maps(result, out_dir / "id_maps")
         if not args.quiet:
-            print(f"{src}: {len(result.instances)} instances over {result.num_frames} frames -> {path}")
+            what = (f"{len(result.instances)} instances" if result.task == "vis" else
+                    f"{len(result.panoptic[1])} panoptic segments" if result.task == "vps" else "semantic maps")
+            print(f"{src}: {what} over {result.num_frames} frames -> {path}")
     return 1 if failed else 0
 
 

@@ -178,3 +178,43 @@ def save_dense_result(result: Any, out_dir: Union[str, Path], video_id: int = 1,
     else:
         raise ValueError(f"save_dense_result writes 'vps' / 'vss' results, not {result.task!r}")
     return atomic_write_text(out_dir / "results.json", json.dumps(doc))
+
+
+def collect_submission(out_dir: Union[str, Path], result_files: Sequence[Union[str, Path]],
+                       fingerprint: Optional[str] = None) -> Dict[str, int]:
+    """One submission folder ``<out_dir>/submission`` over per-video outputs (``dvis batch``): VIPSeg
+    ``pan_pred/<video>`` (links to each video's PNG folder) + one ``pred.json``; VSPW ``<video>`` links. Only
+    panoptic / semantic results (with ``fingerprint`` when given) are collected; returns their counts."""
+    sub = Path(out_dir) / "submission"
+    entries: List[Dict[str, Any]] = []
+    counts = {"vps_videos": 0, "vss_videos": 0}
+    for rf in result_files:
+        rf = Path(rf)
+        try:
+            doc = json.loads(rf.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or doc.get("task") not in ("vps", "vss"):
+            continue
+        if fingerprint is not None and (doc.get("meta") or {}).get("fingerprint") != fingerprint:
+            continue
+        video, task = doc["video"], doc["task"]
+        src = rf.parent / doc["layout"]["png"]
+        dst = sub / ("pan_pred" if task == "vps" else "") / video
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.is_symlink() or dst.exists():
+            if dst.is_symlink():
+                dst.unlink()
+            else:
+                import shutil
+
+                shutil.rmtree(dst)
+        dst.symlink_to(Path(*([".."] * (2 if task == "vps" else 1))) / src.relative_to(Path(out_dir)),
+                       target_is_directory=True)
+        if task == "vps":
+            pred = json.loads((rf.parent / doc["layout"]["json"]).read_text())
+            entries += [a for a in pred["annotations"] if a.get("video_id") == video]
+        counts[f"{task}_videos"] += 1
+    if counts["vps_videos"]:
+        atomic_write_text(sub / "pred.json", json.dumps({"annotations": entries}))
+    return counts
