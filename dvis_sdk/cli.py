@@ -179,9 +179,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     default = default_model_name()
     head = ("  name", "dataset", "AP", "source", "revision", "file", "sha256")
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
-             str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
+             str(m.get("reported_ap") if m.get("reported_ap") is not None else
+                 " ".join(f"{k} {v}" for k, v in list((m.get("reported_metrics") or {}).items())[:1]) or "-"),
              _source_column(m),
-             (m.get("revision") or "-")[:12], m.get("filename") or "-", _checksum_state(m)) for m in list_models()]
+             (m.get("revision") or "-")[:12], m.get("filename") or m.get("filename_glob") or "-",
+             _checksum_state(m)) for m in list_models()]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
