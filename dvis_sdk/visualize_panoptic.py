@@ -52,7 +52,8 @@ def render_dense_frame(frame: np.ndarray, values: np.ndarray, palette: Dict[int,
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
     if frame.shape[:2] != values.shape:
-        raise ValueError(f"frame is {frame.shape[0]}x{frame.shape[1]} but the map is {values.shape[0]}x{values.shape[1]}")
+        raise ValueError(f"frame is {frame.shape[0]}x{frame.shape[1]} but the map is "
+                         f"{values.shape[0]}x{values.shape[1]}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     out = frame.copy()

@@ -59,7 +59,8 @@ def entry_manifest(monkeypatch, tmp_path):
     real = hub.load_manifest()
     base = next(e for e in real["models"] if e["name"] == "dvis++-r50-vipseg-online")
     real["models"].append(dict(base, name="tiny-vipseg", config=str(cfg_file), num_queries=10))
-    real["models"].append(dict(base, name="tiny-ambiguous", config=str(cfg_file), filename_glob="DVIS++/weights/*_r50_*.pth"))
+    real["models"].append(dict(base, name="tiny-ambiguous", config=str(cfg_file),
+                               filename_glob="DVIS++/weights/*_r50_*.pth"))
     monkeypatch.setattr(wmanifest, "load_manifest", lambda path=None: json.loads(json.dumps(real)))
     return real
 

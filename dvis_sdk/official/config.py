@@ -98,9 +98,10 @@ def _test_config(tree: Mapping, mf: Mapping) -> TestConfig:
         train = list(tree.get("DATASETS", {}).get("TRAIN", []))
         things = PANOPTIC_DATASETS.get(train[0], (None, None))[1] if train else None
         if things is None:
+            known = sorted(k for k, v in PANOPTIC_DATASETS.items() if v[1])
             raise ConversionError(
                 f"MODEL.MASK_FORMER.TEST.TASK 'vps' needs the number of thing classes of DATASETS.TRAIN[0] "
-                f"({train[0] if train else 'none given'!r}); known: {sorted(k for k, v in PANOPTIC_DATASETS.items() if v[1])}. "
+                f"({train[0] if train else 'none given'!r}); known: {known}. "
                 "Set DATASETS.TRAIN to one of them, or build the DVISConfig and set test.num_thing_classes")
     return TestConfig(window_size=test.get("WINDOW_SIZE", 3), max_num=test.get("MAX_NUM", 20), task=task,
                       object_mask_threshold=float(test.get("OBJECT_MASK_THRESHOLD", 0.8)),

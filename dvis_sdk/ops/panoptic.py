@@ -74,17 +74,29 @@ def mask_probs(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tu
 
 
 def _argmax(probs: Tensor, scores: Tensor) -> Tensor:
-    """Per pixel the kept query with the highest score * mask probability (first index on ties)."""
-    return (scores.view(-1, 1, 1, 1).to(probs) * probs).argmax(0)
+    """Per pixel the kept query with the highest score * mask probability (first index on ties), i.e.
+    ``(scores[:, None, None, None] * probs).argmax(0)`` of the official code: the same float32 products, compared
+    one query at a time (an argmax over the outer dimension is slow on CPU; strict ``>`` keeps the first index)."""
+    scores = scores.to(probs)
+    best = scores[0] * probs[0]
+    win = torch.zeros(best.shape, dtype=torch.long, device=probs.device)
+    for k in range(1, probs.shape[0]):
+        cand = scores[k] * probs[k]
+        better = cand > best
+        best = torch.where(better, cand, best)
+        win.masked_fill_(better, k)
+    return win
 
 
 def vps_frame_counts(probs: Tensor, scores: Tensor) -> Tensor:
     """(3, K) int64 pixel counts over these frames, per kept query: argmax wins, mask >= 0.5, both."""
     k = probs.shape[0]
     win = _argmax(probs, scores)
-    solid = probs >= 0.5
-    won = win.unsqueeze(0) == torch.arange(k, device=probs.device).view(-1, 1, 1, 1)
-    return torch.stack([won.flatten(1).sum(1), solid.flatten(1).sum(1), (won & solid).flatten(1).sum(1)]).cpu()
+    solid_at_win = torch.gather(probs, 0, win.unsqueeze(0))[0] >= 0.5
+    won = torch.bincount(win.flatten(), minlength=k)
+    both = torch.bincount(win[solid_at_win], minlength=k)
+    solid = torch.count_nonzero((probs >= 0.5).flatten(1), dim=1)
+    return torch.stack([won, solid, both]).cpu()
 
 
 @dataclass
