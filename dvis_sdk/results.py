@@ -190,6 +190,13 @@ class VideoResult:
         if path.is_dir():
             path = path / "results.json"
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("task") in ("vps", "vss"):  # maps beside it (io/segmentation.py)
+            from .io.segmentation import read_dense_maps
+
+            maps = read_dense_maps(path, data)
+            return cls([], data["num_frames"], data["height"], data["width"], class_names or data.get("class_names"),
+                       data.get("meta") or {}, data["task"], maps if data["task"] == "vps" else None,
+                       maps if data["task"] == "vss" else None)
         if isinstance(data, dict):  # written with metadata
             return cls.from_ytvis(data["instances"], data.get("num_frames"), data.get("height"), data.get("width"),
                                   class_names or data.get("class_names"))

@@ -69,6 +69,9 @@ def test_vipseg_layout_round_trip(vps_result, tmp_path):
     doc = json.loads(Path(path).read_text())
     assert doc["task"] == "vps" and doc["num_frames"] == 7 and len(doc["segments"]) == 3
     check_vipseg_layout(tmp_path, doc["video"], result)
+    back = dvis_sdk.VideoResult.load(tmp_path)  # the maps read back from the PNGs
+    assert back.task == "vps" and back.panoptic[0] == result.panoptic[0]
+    assert [s["id"] for s in back.panoptic[1]] == [s["id"] for s in result.panoptic[1]]
     # a second video into the same folder keeps the first one's pred.json entry
     result.meta["source"] = "other_video"
     result.save(tmp_path)
@@ -99,6 +102,8 @@ def test_vspw_layout_round_trip(tmp_path):
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         assert img.dtype == np.uint8 and img.ndim == 2
         np.testing.assert_array_equal(img, lut[result.semantic[t]])
+    back = dvis_sdk.VideoResult.load(tmp_path)
+    assert back.task == "vss" and back.semantic == result.semantic
 
 
 def test_overlay_colours_stuff_by_class_things_by_track(vps_result):

@@ -218,3 +218,40 @@ def collect_submission(out_dir: Union[str, Path], result_files: Sequence[Union[s
     if counts["vps_videos"]:
         atomic_write_text(sub / "pred.json", json.dumps({"annotations": entries}))
     return counts
+
+
+def read_dense_maps(results_json: Union[str, Path], doc: Dict[str, Any]) -> Any:
+    """The maps a :func:`save_dense_result` wrote beside ``results_json`` (``doc``: its content), read back frame by
+    frame: VPS -> (FrameMaps of segment ids, segments), VSS -> FrameMaps of class indices."""
+    from ..segmaps import FrameMaps
+
+    folder = Path(results_json).parent / doc["layout"]["png"]
+    names = doc["meta"].get("frame_names") or [f"{t:05d}.jpg" for t in range(doc["num_frames"])]
+    maps = FrameMaps(doc["height"], doc["width"], np.int32)
+    dataset = doc["meta"].get("dataset")
+    if doc["task"] == "vps":
+        segments = doc["segments"]
+        colors = segment_colors(segments, dataset)
+        back = {rgb2id(c): sid for sid, c in colors.items()}
+        for name in names:
+            rgb = cv2.imread(str(folder / f"{_stem(name)}.png"), cv2.IMREAD_COLOR)
+            if rgb is None:
+                raise FileNotFoundError(f"{folder / (_stem(name) + '.png')}: missing or unreadable")
+            pan = rgb2id(rgb[..., ::-1])
+            ids = np.zeros(pan.shape, np.int32)
+            for value in np.unique(pan).tolist():
+                if value:
+                    ids[pan == value] = back[value]
+            maps.append(ids)
+        return maps, segments
+    to_class = None
+    if dataset in _VIPSEG_LIKE:
+        to_class = np.zeros(256, np.int64)
+        for i, c in enumerate(MODEL_ORDER):
+            to_class[c[0]] = i
+    for name in names:
+        img = cv2.imread(str(folder / f"{_stem(name)}.png"), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise FileNotFoundError(f"{folder / (_stem(name) + '.png')}: missing or unreadable")
+        maps.append(to_class[img] if to_class is not None else img)
+    return maps
