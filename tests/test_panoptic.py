@@ -159,3 +159,34 @@ def test_vps_needs_a_known_thing_table():
         load_official_config(cfg)
     with pytest.raises(ValueError, match="unknown task"):
         dvis_sdk.config.DVISConfig(test=dvis_sdk.config.TestConfig(task="vos"))
+
+
+@pytest.mark.parametrize("name", ["13_e2e_offline_dvis_r50", "16_e2e_online_daq_r50", "17_e2e_offline_daq_r50"])
+@pytest.mark.parametrize("task", ["vps", "vss"])
+def test_other_families_through_the_runner_equal_the_whole_video_function(name, task):
+    """Original DVIS and DVIS-DAQ (the official code shares inference_video_vps / _vss; DAQ passes no aux): the
+    bounded-memory predict() equals the whole-video post-processing of the same raw outputs."""
+    from conftest import build_fixture_model
+    from dvis_sdk.config import DVISConfig
+    from dvis_sdk.inference.runner import forward_video
+
+    fx, cfg, model = build_fixture_model(name)
+    d = cfg.to_dict()
+    d["test"].update(task=task, object_mask_threshold=0.3, overlap_threshold=0.5, num_thing_classes=2)
+    cfg = DVISConfig.from_dict(d)
+    model.cfg = cfg
+    video = fx.io["in.video_uint8"].numpy()
+    result = dvis_sdk.VideoSegmenter(model).predict(video, resize=False, chunk_size=100)
+    frames = torch.from_numpy(video).permute(0, 3, 1, 2).float()
+    images = model.preprocess(frames)
+    with torch.no_grad():
+        out = forward_video(model, images)
+    size = tuple(frames.shape[-2:])
+    args = (out["pred_cls"], out["pred_masks"][0], tuple(images.shape[-2:]), size, size)
+    if task == "vps":
+        ids, segments = postprocess_vps(*args, 0.3, 0.5, 2, out.get("aux_pred_cls"))
+        np.testing.assert_array_equal(np.asarray(result.panoptic[0]), ids.numpy())
+        assert our_segments(result.panoptic[1]) == our_segments(segments) and segments
+    else:
+        sem = postprocess_vss(*args, out.get("aux_pred_cls"))
+        np.testing.assert_array_equal(np.asarray(result.semantic), sem.numpy())
