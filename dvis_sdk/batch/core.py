@@ -96,6 +96,9 @@ class BatchSummary:
                 lines.append(f"  ... and {len(self.failed) - max_failures} more (see {MANIFEST_NAME})")
         lines.append(f"results: {Path(self.out_dir) / MERGED_NAME} ({self.merged.get('videos', 0)} videos, "
                      f"{self.merged.get('instances', 0)} instances); per video: {MANIFEST_NAME}")
+        dense = self.merged.get("vps_videos", 0) + self.merged.get("vss_videos", 0)
+        if dense:  # video panoptic / semantic models: the official submission layout
+            lines.append(f"submission: {Path(self.out_dir) / 'submission'} ({dense} videos)")
         return "\n".join(lines)
 
 
