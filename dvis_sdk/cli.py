@@ -98,14 +98,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         path = result.save(out_dir, video_id=i + 1)
         if args.save_video:
             from .visualize import render_video
+            from .visualize_panoptic import render_dense_video
 
-            render_video(result, src, out_dir / "overlay.mp4")
-        if args.save_id_maps:
+            (render_video if result.task == "vis" else render_dense_video)(result, src, out_dir / "overlay.mp4")
+        if args.save_id_maps and result.task == "vis":  # panoptic / semantic results are maps already
             from .visualize import save_id_maps
 
             save_id_maps(result, out_dir / "id_maps")
         if not args.quiet:
-            print(f"{src}: {len(result.instances)} instances over {result.num_frames} frames -> {path}")
+            what = (f"{len(result.instances)} instances" if result.task == "vis" else
+                    f"{len(result.panoptic[1])} panoptic segments" if result.task == "vps" else "semantic maps")
+            print(f"{src}: {what} over {result.num_frames} frames -> {path}")
     return 1 if failed else 0
 
 
@@ -216,9 +219,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     default = default_model_name()
     head = ("  name", "dataset", "AP", "source", "revision", "file", "sha256")
     rows = [(("* " if m["name"] == default else "  ") + m["name"], m.get("dataset") or "-",
-             str(m.get("reported_ap") if m.get("reported_ap") is not None else "-"),
+             str(m.get("reported_ap") if m.get("reported_ap") is not None else
+                 " ".join(f"{k} {v}" for k, v in list((m.get("reported_metrics") or {}).items())[:1]) or "-"),
              _source_column(m),
-             (m.get("revision") or "-")[:12], m.get("filename") or "-", _checksum_state(m)) for m in list_models()]
+             (m.get("revision") or "-")[:12], m.get("filename") or m.get("filename_glob") or "-",
+             _checksum_state(m)) for m in list_models()]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

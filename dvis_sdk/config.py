@@ -17,6 +17,8 @@ from .runtime import jsonable
 VARIANTS = ("dvis++", "dvis", "daq")
 MODES = ("online", "offline")
 BACKBONES = ("resnet", "swin", "vit_adapter")
+#: video instance / panoptic / semantic segmentation (the official ``MODEL.MASK_FORMER.TEST.TASK``)
+TASKS = ("vis", "vps", "vss")
 
 
 @dataclass
@@ -172,8 +174,18 @@ class InputConfig:
 
 @dataclass
 class TestConfig:
+    """Window size and the post-processing of the task (``docs/panoptic.md``).
+
+    ``task``: "vis" (instances, top ``max_num``), "vps" (panoptic: queries above ``object_mask_threshold``,
+    segments kept when ``overlap_threshold`` of their mask survives the per-pixel argmax; ``num_thing_classes``:
+    class indices below it are things, the official test) or "vss" (per-pixel class argmax)."""
+
     window_size: int = 3
     max_num: int = 20
+    task: str = "vis"
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    num_thing_classes: Optional[int] = None
 
 
 @dataclass
@@ -197,6 +209,8 @@ class DVISConfig:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {VARIANTS}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
+        if self.test.task not in TASKS:
+            raise ValueError(f"unknown task {self.test.task!r}; expected one of {TASKS}")
         if self.mode == "offline" and self.refiner is None:
             self.refiner = RefinerConfig()
         if self.variant == "daq" and self.daq is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -124,7 +124,13 @@ class FrameResult:
 
 @dataclass
 class VideoResult:
-    """Instances of one video, sorted by decreasing score."""
+    """Instances of one video, sorted by decreasing score.
+
+    Video panoptic / semantic models (``task`` "vps" / "vss", ``docs/panoptic.md``) return no instances but
+    ``panoptic`` = ``(ids, segments)``: ``ids`` a (T, H, W) int32 array of segment ids (0 = void; a
+    :class:`dvis_sdk.segmaps.FrameMaps`, decoded frame by frame, ``np.asarray(ids)`` for the whole volume) and
+    ``segments`` dicts with ``id``, ``category_id`` (model class index), ``isthing``, ``track_id`` (query),
+    ``score``, ``area`` and ``frames``; or ``semantic``: a (T, H, W) int32 array of class indices (FrameMaps)."""
 
     instances: List[Instance]
     num_frames: int
@@ -132,6 +138,9 @@ class VideoResult:
     width: int
     class_names: Optional[Sequence[str]] = None
     meta: Dict[str, object] = field(default_factory=dict)
+    task: str = "vis"
+    panoptic: Optional[Tuple[Any, List[Dict[str, Any]]]] = None
+    semantic: Optional[Any] = None
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -181,15 +190,24 @@ class VideoResult:
         if path.is_dir():
             path = path / "results.json"
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("task") in ("vps", "vss"):  # maps beside it (io/segmentation.py)
+            from .io.segmentation import read_dense_maps
+
+            maps = read_dense_maps(path, data)
+            return cls([], data["num_frames"], data["height"], data["width"], class_names or data.get("class_names"),
+                       data.get("meta") or {}, data["task"], maps if data["task"] == "vps" else None,
+                       maps if data["task"] == "vss" else None)
         if isinstance(data, dict):  # written with metadata
             return cls.from_ytvis(data["instances"], data.get("num_frames"), data.get("height"), data.get("width"),
                                   class_names or data.get("class_names"))
         return cls.from_ytvis(data, class_names=class_names)
 
     def filter(self, score_threshold: float) -> "VideoResult":
-        """A copy keeping the instances scoring at least ``score_threshold``."""
+        """A copy keeping the instances scoring at least ``score_threshold`` (panoptic / semantic maps: as they
+        are; the official VPS post-processing has its own threshold)."""
         kept = [i for i in self.instances if i.score >= score_threshold]
-        return VideoResult(kept, self.num_frames, self.height, self.width, self.class_names, dict(self.meta))
+        return VideoResult(kept, self.num_frames, self.height, self.width, self.class_names, dict(self.meta),
+                           self.task, self.panoptic, self.semantic)
 
     def frame(self, t: int) -> FrameResult:
         """The instances present in frame ``t`` (with their video-level scores)."""
@@ -206,8 +224,16 @@ class VideoResult:
         """Write ``results.json`` into ``out_dir``: a JSON object with the video's size, frame count, class names
         and ``instances`` in YouTube-VIS result format (RLE masks). Returns its path.
 
+        A panoptic / semantic result also writes its maps frame by frame in the official submission layouts
+        (VIPSeg: ``pan_pred/<video>/<frame>.png`` + ``pred.json``; VSPW: ``<video>/<frame>.png``; see
+        :func:`dvis_sdk.io.segmentation.save_dense_result`).
+
         The overlay video is drawn by :func:`dvis_sdk.visualize.render_video` (``render_video(result, video,
         out_dir / "overlay.mp4")``); results hold data only."""
+        if self.task != "vis":
+            from .io.segmentation import save_dense_result
+
+            return save_dense_result(self, out_dir, video_id)
         if video is not None:
             raise TypeError("VideoResult.save no longer renders: call dvis_sdk.visualize.render_video(result, video, "
                             "out_dir / 'overlay.mp4') for the overlay")

@@ -122,7 +122,7 @@ def _shipped_model_yamls():
 def test_official_yaml_builds_full_size_model(rel):
     """Every official DVIS / DVIS++ yaml parses (with its _BASE_ chain) and builds the full-size model."""
     cfg = load_official_config(rel)
-    assert cfg.dataset in ("ovis", "ytvis_2019", "ytvis_2021")
+    assert cfg.dataset in ("ovis", "ytvis_2019", "ytvis_2021", "vipseg", "vspw")  # + video panoptic / semantic
     assert cfg.class_names is not None and len(cfg.class_names) == cfg.segmenter.num_classes
     assert cfg.mode == ("offline" if "Offline" in rel else "online")
     with torch.device("meta"):

@@ -15,14 +15,14 @@ DAQ_YAMLS = sorted(str(p.relative_to(OFFICIAL_CONFIG_DIR)) for p in (OFFICIAL_CO
 
 
 def test_daq_yamls_are_shipped():
-    assert len(DAQ_YAMLS) == 13
+    assert len(DAQ_YAMLS) == 15  # ovis 5, ytvis19 4, ytvis21 4, vipseg 2 (video panoptic: docs/panoptic.md)
 
 
 @pytest.mark.parametrize("rel", DAQ_YAMLS)
 def test_daq_yaml_builds_full_size_model(rel):
     cfg = load_official_config(rel)
     assert cfg.variant == "daq" and cfg.mode == ("offline" if "Offline" in rel else "online")
-    assert cfg.dataset in ("ovis", "ytvis_2019", "ytvis_2021")
+    assert cfg.dataset in ("ovis", "ytvis_2019", "ytvis_2021", "vipseg")
     d = cfg.daq
     big = "SwinL" in rel or "VitAdapterL" in rel
     assert d.num_new_ins == cfg.segmenter.num_queries == (200 if big else 100)

@@ -185,7 +185,7 @@ def test_manifest_entries_fail_with_one_line_download_hint():
     root_copy = Path(__file__).resolve().parents[1] / "weights_manifest.json"
     assert root_copy.read_text() == MANIFEST_PATH.read_text()
     daq = [m for m in list_models() if m["variant"] == "daq"]
-    assert len(daq) == 13
+    assert len(daq) == 15  # 13 VIS + 2 VIPSeg (video panoptic)
     for m in daq:
         assert m["source"] == "external" and m["repo_id"] == "zhouyik/DVIS-DAQ"
         assert m["filename"] is None and m["revision"] is None  # never guessed

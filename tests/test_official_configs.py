@@ -90,7 +90,8 @@ def _leaves(tree: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]
 
 # ------------------------------------------------------------------------------------------- yamls
 def test_expected_files_are_vendored():
-    assert len(ALL_YAMLS) == 52  # 39 DVIS / DVIS++ + 13 DVIS-DAQ
+    # 39 DVIS / DVIS++ + 13 DVIS-DAQ VIS yamls; + 13 DVIS++, 13 DVIS, 2 DAQ VIPSeg / VSPW yamls (tests/test_panoptic.py)
+    assert len(ALL_YAMLS) == 52 + 28
     for rel in ENTRY_DVIS_PLUS + ENTRY_DVIS:
         assert (OFFICIAL / rel).is_file(), rel
     assert (OFFICIAL / "SOURCES.md").is_file()
@@ -287,7 +288,8 @@ def test_vit_adapter_presets_match_sdk_config_fields():
 
 # -------------------------------------------------------------------------------- datasets
 def test_class_names():
-    assert {k: len(v) for k, v in ds.CLASS_NAMES.items()} == {"ovis": 25, "ytvis_2019": 40, "ytvis_2021": 40}
+    assert {k: len(v) for k, v in ds.CLASS_NAMES.items()} == {"ovis": 25, "ytvis_2019": 40, "ytvis_2021": 40,
+                                                             "vipseg": 124, "vspw": 124}
     for k, names in ds.CLASS_NAMES.items():
         assert len(set(names)) == len(names)
         assert len(ds.CLASS_COLORS[k]) == len(names)

@@ -14,8 +14,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from .discover import VideoTask, discover_videos
 from .local import Events, run_inprocess, run_processes
-from .store import (MANIFEST_NAME, MERGED_NAME, Manifest, OutputLock, finished, fingerprint, write_merged,
-                    write_videos_json)
+from ..io.segmentation import collect_submission
+from .store import (MANIFEST_NAME, MERGED_NAME, Manifest, OutputLock, finished, fingerprint, result_path,
+                    write_merged, write_videos_json)
 from .worker import BatchOptions, new_record
 
 PathLike = Union[str, os.PathLike]
@@ -95,6 +96,9 @@ class BatchSummary:
                 lines.append(f"  ... and {len(self.failed) - max_failures} more (see {MANIFEST_NAME})")
         lines.append(f"results: {Path(self.out_dir) / MERGED_NAME} ({self.merged.get('videos', 0)} videos, "
                      f"{self.merged.get('instances', 0)} instances); per video: {MANIFEST_NAME}")
+        dense = self.merged.get("vps_videos", 0) + self.merged.get("vss_videos", 0)
+        if dense:  # video panoptic / semantic models: the official submission layout
+            lines.append(f"submission: {Path(self.out_dir) / 'submission'} ({dense} videos)")
         return "\n".join(lines)
 
 
@@ -298,6 +302,8 @@ def predict_folder(segmenter: Any, src: Union[PathLike, Sequence[PathLike]], out
         recs = sorted(records.values(), key=lambda r: r["video_id"])
         manifest.finish(recs)
         merged = write_merged(out, tasks, opts.fingerprint)
+        # video panoptic / semantic models: one submission folder over the per-video layouts (docs/panoptic.md)
+        merged.update(collect_submission(out, [result_path(out, t) for t in tasks], opts.fingerprint))
         interrupted = interrupted or sig["signum"]
     return BatchSummary(out_dir=out, records=recs, not_processed=not_processed, interrupted=interrupted,
                         elapsed=time.perf_counter() - t0, merged=merged)

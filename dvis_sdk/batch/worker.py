@@ -105,8 +105,10 @@ def _infer(seg: Any, task: VideoTask, opts: BatchOptions, prepared: Optional[Pre
 def _write_overlay(result: Any, task: VideoTask, folder: Path) -> None:
     tmp = folder / f".overlay.tmp{Path(OVERLAY_NAME).suffix}"
     from ..visualize import render_video
+    from ..visualize_panoptic import render_dense_video
 
-    written = Path(render_video(result, task.path, tmp))
+    render = render_video if getattr(result, "task", "vis") == "vis" else render_dense_video
+    written = Path(render(result, task.path, tmp))
     os.replace(written, folder / f"overlay{written.suffix}")  # .avi when the mp4 encoder is missing
 
 

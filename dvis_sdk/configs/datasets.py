@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from .vipseg import CLASS_NAMES_MODEL_ORDER, MODEL_ORDER, PANOPTIC_DATASETS
+
 __all__ = ["CLASS_NAMES", "CLASS_COLORS", "DATASET_TO_CLASSES", "dataset_key"]
 
 _YTVIS_2019: List[Tuple[str, Tuple[int, int, int]]] = [
@@ -141,6 +143,9 @@ CLASS_NAMES: Dict[str, List[str]] = {
     "ovis": [n for n, _ in _OVIS],
     "ytvis_2019": [n for n, _ in _YTVIS_2019],
     "ytvis_2021": [n for n, _ in _YTVIS_2021],
+    # VIPSeg / VSPW (video panoptic / semantic): class index order = things then stuff (configs/vipseg.py)
+    "vipseg": list(CLASS_NAMES_MODEL_ORDER),
+    "vspw": list(CLASS_NAMES_MODEL_ORDER),
 }
 
 #: dataset key -> official RGB visualisation colours, same order as CLASS_NAMES.
@@ -148,6 +153,8 @@ CLASS_COLORS: Dict[str, List[Tuple[int, int, int]]] = {
     "ovis": [c for _, c in _OVIS],
     "ytvis_2019": [c for _, c in _YTVIS_2019],
     "ytvis_2021": [c for _, c in _YTVIS_2021],
+    "vipseg": [c[3] for c in MODEL_ORDER],
+    "vspw": [c[3] for c in MODEL_ORDER],
 }
 
 #: registered dataset name (DATASETS.TRAIN / DATASETS.TEST) -> key of CLASS_NAMES.
@@ -174,13 +181,15 @@ DATASET_TO_CLASSES: Dict[str, str] = {
     "ytvis_2023_val": "ytvis_2021",
     "coco2ytvis2021_train": "ytvis_2021",
     "coco2ytvis2021_val": "ytvis_2021",
+    # VIPSeg (video panoptic) and VSPW (video semantic)
+    **{name: key for name, (key, _) in PANOPTIC_DATASETS.items()},
 }
 
 
 def dataset_key(name: str) -> Optional[str]:
     """Map a registered dataset name (e.g. ``"ovis_val"``) or a CLASS_NAMES key to a CLASS_NAMES key.
 
-    Returns ``None`` for datasets without a known class list (VIPSeg, VSPW, custom data).
+    Returns ``None`` for datasets without a known class list (custom data).
     """
     if not isinstance(name, str):
         return None

@@ -14,6 +14,7 @@ from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPE_REQUESTS, DTYPES, autocast_context, native_bf16, resolve_device, resolve_dtype
 from .handle import VideoHandle
+from .panoptic import dense_predict
 from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
 from ..io import VideoReadError
 
@@ -328,6 +329,9 @@ class VideoSegmenter:
                               end=end)
         info = handle.info
         runner = self._runner(info, window_size or handle.window_size, chunk_size, use_refiner=True)
+        if self.cfg.test.task != "vis":  # video panoptic / semantic: whole-video maps (inference/panoptic.py)
+            return dense_predict(self._run(runner, handle, progress, on_frames), runner, info, self.cfg,
+                                 int(self.mask_buffer_mb * 2**20), handle.stride, handle.start, self.dtype)
         acc = ScoreAccumulator(None if runner.final else self.cfg.segmenter.num_queries,
                                buffer_bytes=int(self.mask_buffer_mb * 2**20))
         try:
@@ -367,6 +371,11 @@ class VideoSegmenter:
         :meth:`predict` (a :class:`VideoHandle` from :meth:`open` too). DVIS-DAQ models raise
         ``NotImplementedError``: their output only exists at the end of the video (use :meth:`predict`).
         """
+        if self.cfg.test.task != "vis":
+            raise NotImplementedError(
+                f"stream() is not available for video {'panoptic' if self.cfg.test.task == 'vps' else 'semantic'} "
+                "models: the official maps exist only at the end of the video (time-averaged class scores, "
+                "segments kept by their area over all frames); use predict()")
         if callable(getattr(self.model, "finalize", None)):
             family = "DVIS-DAQ" if self.cfg.variant == "daq" else self.cfg.variant
             raise NotImplementedError(

@@ -9,6 +9,7 @@ from ..config import (
     TrackerConfig, ViTAdapterConfig,
 )
 from ..configs.datasets import CLASS_NAMES, dataset_key
+from ..configs.vipseg import PANOPTIC_DATASETS
 from .daq import daq_config_from_tree
 from .defaults import META_ARCHS
 from .errors import ConversionError
@@ -84,6 +85,29 @@ def _dataset_and_classes(tree: Mapping, num_classes: int):
     return None, None
 
 
+def _test_config(tree: Mapping, mf: Mapping) -> TestConfig:
+    """``MODEL.MASK_FORMER.TEST``: window, top-k and the task with its post-processing settings."""
+    test = mf["TEST"]
+    task = str(test.get("TASK", "vis")).lower()
+    if task not in ("vis", "vps", "vss"):
+        raise ConversionError(f"MODEL.MASK_FORMER.TEST.TASK {task!r} is not supported; expected 'vis', 'vps' or 'vss'")
+    things = None
+    if task == "vps":
+        # the official VPS post-processing: isthing = class index < len(thing_dataset_id_to_contiguous_id) of the
+        # metadata of DATASETS.TRAIN[0]
+        train = list(tree.get("DATASETS", {}).get("TRAIN", []))
+        things = PANOPTIC_DATASETS.get(train[0], (None, None))[1] if train else None
+        if things is None:
+            known = sorted(k for k, v in PANOPTIC_DATASETS.items() if v[1])
+            raise ConversionError(
+                f"MODEL.MASK_FORMER.TEST.TASK 'vps' needs the number of thing classes of DATASETS.TRAIN[0] "
+                f"({train[0] if train else 'none given'!r}); known: {known}. "
+                "Set DATASETS.TRAIN to one of them, or build the DVISConfig and set test.num_thing_classes")
+    return TestConfig(window_size=test.get("WINDOW_SIZE", 3), max_num=test.get("MAX_NUM", 20), task=task,
+                      object_mask_threshold=float(test.get("OBJECT_MASK_THRESHOLD", 0.8)),
+                      overlap_threshold=float(test.get("OVERLAP_THRESHOLD", 0.8)), num_thing_classes=things)
+
+
 def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = None) -> DVISConfig:
     """Parse an official DVIS / DVIS++ / DVIS-DAQ yaml (with its ``_BASE_`` chain) or the same tree as a nested dict.
 
@@ -140,7 +164,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         input=InputConfig(pixel_mean=tuple(model["PIXEL_MEAN"]), pixel_std=tuple(model["PIXEL_STD"]),
                           min_size_test=inp.get("MIN_SIZE_TEST", 360), max_size_test=inp.get("MAX_SIZE_TEST", 640),
                           size_divisibility=mf.get("SIZE_DIVISIBILITY", 32), format="RGB"),
-        test=TestConfig(window_size=mf["TEST"].get("WINDOW_SIZE", 3), max_num=mf["TEST"].get("MAX_NUM", 20)),
+        test=_test_config(tree, mf),
         dataset=dataset,
         class_names=class_names,
         daq=daq,

@@ -23,10 +23,6 @@ def daq_config_from_tree(tree: Mapping[str, Any]) -> DAQConfig:
         raise ConversionError(
             f"DVIS-DAQ needs MODEL.MASK_FORMER.HIDDEN_DIM ({mf['HIDDEN_DIM']}) == MODEL.SEM_SEG_HEAD.MASK_DIM "
             f"({model['SEM_SEG_HEAD']['MASK_DIM']}): the track module uses HIDDEN_DIM as its mask width")
-    task = mf.get("TEST", {}).get("TASK", "vis")
-    if task != "vis":
-        raise ConversionError(f"MODEL.MASK_FORMER.TEST.TASK {task!r}: only video instance segmentation ('vis') "
-                              "is supported for DVIS-DAQ")
     return DAQConfig(
         num_new_ins=int(vh["NUM_NEW_INS"]), num_slots=int(vh["NUM_SLOTS"]),
         inference_select_threshold=float(vh["INFERENCE_SELECT_THRESHOLD"]),

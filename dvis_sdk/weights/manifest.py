@@ -23,7 +23,7 @@ OFFICIAL_CONFIG_DIR = PACKAGE_DIR / "configs" / "official"
 
 REQUIRED_FIELDS = ("name", "variant", "mode", "backbone", "dataset", "config", "source", "repo_id", "filename",
                    "revision", "sha256", "min_size_test", "max_size_test", "reported_ap")
-DATASETS = ("ovis", "ytvis_2019", "ytvis_2021")
+DATASETS = ("ovis", "ytvis_2019", "ytvis_2021", "vipseg", "vspw")
 # "hub": pinned Hugging Face file; "external": download by hand (any local file name); "embedded": ships inside
 # the package as a save_pretrained folder at dvis_sdk/<path>
 SOURCES = ("hub", "external", "embedded")
@@ -86,7 +86,11 @@ def _source_problems(n: str, e: Mapping[str, Any]) -> List[str]:
     if e["source"] == "hub":
         if not e["repo_id"] or "/" not in e["repo_id"]:
             problems.append(f"{n}: a Hub entry needs repo_id 'owner/name'")
-        if not e["filename"] or any(c in e["filename"] for c in "*?["):
+        glob = e.get("filename_glob")
+        if glob and e["filename"] is None:  # resolved once at the pinned commit (weights/pinned_names.py)
+            if "/" not in glob or not glob.endswith(".pth"):
+                problems.append(f"{n}: filename_glob must be a repo path pattern ending in .pth, got {glob!r}")
+        elif not e["filename"] or any(c in e["filename"] for c in "*?["):
             problems.append(f"{n}: a Hub entry needs the exact filename of its file in the repo")
         if not re.fullmatch(r"[0-9a-f]{40}", str(e["revision"])):
             problems.append(f"{n}: a Hub entry needs a pinned revision (a 40-hex commit), got {e['revision']!r}")

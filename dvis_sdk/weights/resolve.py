@@ -16,6 +16,7 @@ from .cache import CONVERTED_FORMAT, converted_root, find_converted, safe_name, 
 from .checksum import verify_sha256
 from .download import download, hub_cache_root, is_offline
 from .errors import ChecksumError, WeightsUnavailableError
+from .pinned_names import record_sha256, recorded, resolve_filename
 from .manifest import (
     embedded_model_path, entry_config_path, get_model_entry, is_model_name, local_weights_hint, unpinned_hub_message,
 )
@@ -139,11 +140,17 @@ def _resolve_hub_entry(entry: dict, *, cache_dir: Optional[PathLike], revision: 
     repo_id = entry["repo_id"]
     rev = revision or entry["revision"]
     fname = filename or entry["filename"]
+    glob = entry.get("filename_glob") if fname is None else None
+    if glob:  # name not published: listed once at the pinned commit, then recorded (weights/pinned_names.py)
+        fname = resolve_filename(repo_id, glob, revision=rev, cache_dir=cache_dir, token=token, offline=offline,
+                                 what=f"model {entry['name']!r}", hint=local_weights_hint(entry))
     path = download(repo_id, fname, revision=rev, cache_dir=cache_dir, token=token, offline=offline,
                     what=f"model {entry['name']!r}", hint=local_weights_hint(entry))
     config = _entry_config(entry)
     # a user-chosen file / revision is not the one the manifest's checksum describes
     expected = entry.get("sha256") if (filename is None and revision is None) else None
+    if glob and not expected:  # the sha256 recorded at the first download pins the resolved file
+        expected = (recorded(cache_dir, repo_id, rev, glob) or {}).get("sha256")
     conv_root = converted_root(hub_cache_root(cache_dir))
     hub_src = f"{repo_id}/{fname}@{rev}"
 
@@ -158,6 +165,8 @@ def _resolve_hub_entry(entry: dict, *, cache_dir: Optional[PathLike], revision: 
                              entry=entry)
 
     sha = verify_sha256(path, expected)  # before anything reads the file
+    if glob:
+        record_sha256(cache_dir, repo_id, rev, glob, sha)
     if path.suffix == ".safetensors" and is_pretrained_weights(path):
         sd = load_safetensors(path)  # already our layout: nothing to convert
     else:
