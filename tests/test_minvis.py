@@ -184,3 +184,52 @@ def test_config_round_trip_and_errors():
     from dvis_sdk.inference.predictor import _with_mode
     with pytest.raises(ValueError, match="no tracker"):
         _with_mode(mv, "online")
+
+
+@pytest.mark.slow  # the export takes ~2 minutes on one CPU thread
+def test_onnx_export_of_a_segmenter_only_model(tmp_path):
+    """`dvis export --mode segmenter` of a saved DVIS++ model: the segmenter graph alone, the matching in Python;
+    from_pretrained(EXPORT) gives the PyTorch model's result (same tracks, scores within 1e-3, IoU >= 0.99)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from dvis_sdk.cli import main
+    from dvis_sdk.export import OnnxMinVIS
+
+    fx = load_fixture("ctminvis_ytvis19_dvisplus")
+    seg = VideoSegmenter.from_official(fx.config, fx.weights)
+    seg.save_pretrained(tmp_path / "m")
+    assert main(["export", str(tmp_path / "m"), "--format", "onnx", "--out", str(tmp_path / "onnx"),
+                 "--size", "96x64"]) == 0
+    meta = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    assert list(meta["graphs"]) == ["segmenter"] and meta["mode"] == "segmenter"
+    ort = VideoSegmenter.from_pretrained(tmp_path / "onnx")
+    assert isinstance(ort.model, OnnxMinVIS) and ort.backend == "onnxruntime" and ort.mode == "segmenter"
+    video = fx.io["in.video_uint8"].numpy()
+    ref, out = seg.predict(video, resize=False), ort.predict(video, resize=False)
+    assert [i.track_id for i in out.instances] == [i.track_id for i in ref.instances]
+    for r, o in zip(ref.instances, out.instances):
+        union = np.logical_or(r.masks, o.masks).sum()
+        assert r.label == o.label and abs(r.score - o.score) <= 1e-3
+        assert union == 0 or np.logical_and(r.masks, o.masks).sum() / union >= 0.99
+    assert len(list(ort.stream(video, resize=False))) == video.shape[0]
+    with pytest.raises(ValueError, match="mode='online'"):
+        VideoSegmenter.from_pretrained(tmp_path / "onnx", mode="online")
+
+
+def test_cli_predict_official_segmenter_only(tmp_path):
+    """`dvis predict --config MinVIS.yaml --checkpoint ...` and `--mode segmenter` of a DVIS checkpoint."""
+    from dvis_sdk.cli import main
+    from safetensors.torch import save_file
+    from PIL import Image
+
+    fx = load_fixture("minvis_ovis_dvisplus")
+    save_file(fx.weights, str(tmp_path / "stage1.safetensors"))
+    vdir = tmp_path / "clip"
+    vdir.mkdir()
+    for t, f in enumerate(fx.io["in.video_uint8"].numpy()):
+        Image.fromarray(f).save(vdir / f"{t:05d}.png")
+    code = main(["predict", str(vdir), "--config", tiny_yaml("minvis_ovis_dvisplus", tmp_path), "--checkpoint",
+                 str(tmp_path / "stage1.safetensors"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0
+    doc = json.loads(next((tmp_path / "out").rglob("results.json")).read_text())
+    assert doc["meta"]["mode"] == "segmenter" and len(doc["instances"]) == 10
