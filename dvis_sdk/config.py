@@ -272,6 +272,10 @@ def segmenter_only_config(cfg: DVISConfig, class_names: Optional[List[str]] = No
         match_embedding: "embeds", "reid" or "auto" (:data:`MATCH_EMBEDDINGS`); None keeps ``cfg``'s.
     """
     d = cfg.to_dict()
+    task = d["test"].get("task", "vis")  # the VPS / VSS post-processing (where TestConfig has a task)
+    if task != "vis":
+        raise ValueError(f"a segmenter-only model runs video instance segmentation (task 'vis'), not {task!r}: "
+                         "run this model with its tracker (mode='online' / 'offline') for VPS / VSS")
     d.update(mode="segmenter", refiner=None, daq=None)
     if d["variant"] == "daq":
         d["variant"] = "dvis++"

@@ -164,7 +164,8 @@ def calibrate_frozen_bn(model, images, seed: int) -> None:
                 g = torch.Generator().manual_seed(seed + zlib.crc32(name.encode()))
                 mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3))
                 m.running_mean.copy_(mean + 0.1 * var.sqrt() * torch.randn(mean.shape, generator=g))
-                m.running_var.copy_((var + 0.05 * var.mean() + 1e-4) * (0.8 + 0.45 * torch.rand(var.shape, generator=g)))
+                scale = 0.8 + 0.45 * torch.rand(var.shape, generator=g)
+                m.running_var.copy_((var + 0.05 * var.mean() + 1e-4) * scale)
             hooks.append(mod.register_forward_pre_hook(pre))
     with torch.no_grad():
         model.backbone(images)
@@ -242,7 +243,8 @@ def to_plain(node):
 
 # detectron2 blocks no DVIS model reads (the fixtures' config.json leaves them out, as fixtures 01-21 do)
 _UNUSED_MODEL_BLOCKS = ("ANCHOR_GENERATOR", "FPN", "PANOPTIC_FPN", "PROPOSAL_GENERATOR", "RETINANET",
-                        "ROI_BOX_CASCADE_HEAD", "ROI_BOX_HEAD", "ROI_HEADS", "ROI_KEYPOINT_HEAD", "ROI_MASK_HEAD", "RPN")
+                        "ROI_BOX_CASCADE_HEAD", "ROI_BOX_HEAD", "ROI_HEADS", "ROI_KEYPOINT_HEAD", "ROI_MASK_HEAD",
+                        "RPN")
 
 
 def cfg_subset(tree: dict) -> dict:
@@ -347,7 +349,8 @@ def main() -> None:
                            "max_abs_score_diff": float(np.max(np.abs(np.array(out1["pred_scores"]) -
                                                                      np.array(out2["pred_scores"]))))},
         "layouts": {
-            "in.video_uint8": "(T, H, W, 3) uint8 RGB, given as [{'image': T x (3,H,W) uint8, 'height': H, 'width': W}]",
+            "in.video_uint8": "(T, H, W, 3) uint8 RGB, given as [{'image': T x (3,H,W) uint8, 'height': H, "
+                              "'width': W}]",
             "out.result.*": "the official output: pred_scores (K,), pred_labels (K,), pred_masks (K, T, H, W) bool; "
                             "ids (K,): query index (frame-0 order) of each, from the same topk(10, sorted=False) call",
             "out.segmenter.pred_logits": "(1, T, Q, C+1) segmenter logits, un-matched (all windows)",

@@ -212,8 +212,9 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
         if name == "segmenter" and fixed:
             graphs[name]["fixed_size"] = fixed
     if isinstance(m, MinVIS):
-        tracker_meta = {"matching": "minvis: hungarian over 1 - cosine(previous frame's matched match_embeds, current "
-                                    "match_embeds), norms without epsilon, in Python (dvis_sdk.models.minvis.associate)",
+        tracker_meta = {"matching": "minvis: hungarian over 1 - cosine(previous frame's matched match_embeds, "
+                                    "current match_embeds), norms without epsilon, in Python "
+                                    "(dvis_sdk.models.minvis.associate)",
                         "match_embedding": cfg.match_embedding}
     else:
         tracker_meta = {"matching": "hungarian over 1 - cosine(previous reference, current pred_embds)",

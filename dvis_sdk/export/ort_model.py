@@ -5,7 +5,8 @@ It implements the step protocol of :mod:`dvis_sdk.inference.runner` over ONNX Ru
 model: :meth:`OnnxDVIS.preprocess`, :meth:`OnnxDVIS.segment` (one window), :meth:`OnnxDVIS.track` (the tracker's
 frame loop: Hungarian matching in scipy between graph calls, explicit :class:`OnnxTrackerState`) and, for offline
 exports, :meth:`OnnxOfflineDVIS.refine`; a segmenter-only export (MinVIS / CTMinVIS) is an :class:`OnnxMinVIS`
-(the segmenter graph, the frame-to-frame matching in Python). The steps accept numpy arrays or CPU tensors and return CPU tensors
+(the segmenter graph, the frame-to-frame matching in Python).
+The steps accept numpy arrays or CPU tensors and return CPU tensors
 (zero-copy views of ONNX Runtime's outputs); the graph work is ONNX Runtime's, no PyTorch weights are read.
 """
 from __future__ import annotations

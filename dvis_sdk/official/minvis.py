@@ -7,6 +7,7 @@ windows of 3 frames (hard-coded; memory only) and always returns video instances
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 from ..config import DVISConfig, segmenter_only_config
@@ -38,6 +39,9 @@ def stage1_config(cfg: DVISConfig, arch: str) -> DVISConfig:
     ("MinVIS" / "CTMinVIS") or, for any other META_ARCHITECTURE run with ``mode="segmenter"``, the segmenter-only
     model of that checkpoint (DVIS++: matched by its re-identification embeddings, as CTMinVIS)."""
     match = _MATCH.get(arch)
+    if match is not None and getattr(cfg.test, "task", "vis") != "vis":
+        # the official MinVIS / CTMinVIS return instances whatever TEST.TASK says (VIPSeg / VSPW yamls included)
+        cfg = dataclasses.replace(cfg, test=dataclasses.replace(cfg.test, task="vis"))
     if match == "reid" and cfg.variant != "dvis++":
         raise ConversionError("CTMinVIS matches by the re-identification embeddings of the DVIS++ decoder: set "
                               "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME to "
