@@ -233,3 +233,12 @@ def test_cli_predict_official_segmenter_only(tmp_path):
     assert code == 0
     doc = json.loads(next((tmp_path / "out").rglob("results.json")).read_text())
     assert doc["meta"]["mode"] == "segmenter" and len(doc["instances"]) == 10
+
+
+def test_stage1_checkpoint_with_a_tracker_config_says_what_to_do():
+    fx = load_fixture("ctminvis_ytvis19_dvisplus")
+    online = json.loads(json.dumps(fx.config))
+    online["MODEL"]["META_ARCHITECTURE"] = "DVIS_Plus_online"
+    with pytest.raises(ConversionError, match="mode='segmenter'"):
+        VideoSegmenter.from_official(online, fx.weights)
+    assert VideoSegmenter.from_official(online, fx.weights, mode="segmenter").mode == "segmenter"

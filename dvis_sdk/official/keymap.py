@@ -55,6 +55,9 @@ def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) 
     if unknown:
         raise ConversionError(f"{len(unknown)} key(s) of the official checkpoint belong to no known component: "
                               f"{sorted(unknown)[:20]}{' ...' if len(unknown) > 20 else ''}")
+    if cfg.mode != "segmenter" and out and not any(k.startswith("tracker.") for k in out):
+        raise ConversionError("the checkpoint has no 'tracker.*' keys: a stage-1 (segmenter-only, MinVIS / CTMinVIS) "
+                              "checkpoint? run it with mode='segmenter' (or its MinVIS / CTVIS yaml)")
     if cfg.mode == "offline" and not any(k.startswith("refiner.") for k in out):
         raise ConversionError("an offline config needs refiner weights, but the checkpoint has no 'refiner.*' keys "
                               "(is this an online checkpoint? use mode='online')")
