@@ -242,3 +242,15 @@ def test_stage1_checkpoint_with_a_tracker_config_says_what_to_do():
     with pytest.raises(ConversionError, match="mode='segmenter'"):
         VideoSegmenter.from_official(online, fx.weights)
     assert VideoSegmenter.from_official(online, fx.weights, mode="segmenter").mode == "segmenter"
+
+
+def test_segmenter_only_of_a_daq_model():
+    """DVIS-DAQ's segmenter is the DVIS++ one: it runs as CTMinVIS (re-id matching), DAQ config dropped."""
+    from conftest import build_fixture_model
+
+    fx, _, model = build_fixture_model("16_e2e_online_daq_r50")
+    m = segmenter_only(model)
+    assert (m.cfg.variant, m.cfg.daq, m.cfg.match_embedding) == ("dvis++", None, "reid")
+    assert not any(k.startswith("tracker.") for k in m.state_dict())
+    result = VideoSegmenter(m).predict(fx.io["in.video_uint8"].numpy(), resize=False)
+    assert len(result.instances) == 10 and result.meta["mode"] == "segmenter"
