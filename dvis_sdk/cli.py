@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     pr.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    pr.add_argument("--mode", choices=["online", "offline"], default=None)
+    pr.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
+                    help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32", help=DTYPE_HELP)
     pr.add_argument("--out", default="out")
@@ -365,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     ba.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    ba.add_argument("--mode", choices=["online", "offline"], default=None)
+    ba.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
+                    help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
     ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32", help=DTYPE_HELP)
     ba.add_argument("--pattern", action="append", default=None,
@@ -396,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder (ONNX graphs + config.json)")
     ex.add_argument("--config", default=None, help="official yaml (with --checkpoint)")
     ex.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .safetensors)")
-    ex.add_argument("--mode", choices=["online", "offline"], default=None)
+    ex.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
+                    help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
     ex.add_argument("--opset", type=int, default=18)
     ex.add_argument("--no-simplify", action="store_true", help="do not run onnxslim on the graphs")
     ex.add_argument("--size", default=None, metavar="HxW",
@@ -416,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("config")
     cv.add_argument("checkpoint")
     cv.add_argument("out_dir")
-    cv.add_argument("--mode", choices=["online", "offline"], default=None)
+    cv.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
+                    help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
     cv.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     cv.set_defaults(func=cmd_convert)
 

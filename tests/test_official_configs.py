@@ -89,10 +89,25 @@ def _leaves(tree: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]
 
 
 # ------------------------------------------------------------------------------------------- yamls
+# stage 1 (segmenter-only MinVIS / CTMinVIS), with the Base files their chains need
+ENTRY_STAGE1 = [
+    *(f"dvis_plus/dvis_Plus/{d}/{n}" for d in ("ovis", "ytvis19", "ytvis21")
+      for n in ("MinVIS_R50.yaml", "CTVIS_R50.yaml", "vit_adapter/MinVIS_VitAdapterL.yaml",
+                "vit_adapter/CTVIS_VitAdapterL.yaml")),
+    "dvis_plus/dvis_Plus/VIPSeg/MinVIS_R50.yaml", "dvis_plus/dvis_Plus/VIPSeg/CTVIS_r50.yaml",
+    "dvis_plus/dvis_Plus/VSPW/MinVIS_R50_480p.yaml", "dvis_plus/dvis_Plus/VSPW/MinVIS_R50_720p.yaml",
+    "dvis_plus/dvis_Plus/VSPW/CTVIS_R50.yaml",
+    *(f"dvis/{d}/{n}" for d in ("ovis", "youtubevis_2019", "youtubevis_2021")
+      for n in ("MinVIS_R50.yaml", "swin/MinVIS_SwinL.yaml")),
+    "dvis/VIPSeg/MinVIS_R50_720p.yaml", "dvis/VSPW/MinVIS_R50_480p.yaml", "dvis/VSPW/swin/MinVIS_SwinL_720p.yaml",
+]
+
+
 def test_expected_files_are_vendored():
     # 39 DVIS / DVIS++ + 13 DVIS-DAQ VIS yamls; + 13 DVIS++, 13 DVIS, 2 DAQ VIPSeg / VSPW yamls (tests/test_panoptic.py)
-    assert len(ALL_YAMLS) == 52 + 28
-    for rel in ENTRY_DVIS_PLUS + ENTRY_DVIS:
+    # + the stage-1 (MinVIS / CTMinVIS) yamls and the Base files their chains need
+    assert len(ALL_YAMLS) >= 52 + 28
+    for rel in ENTRY_DVIS_PLUS + ENTRY_DVIS + ENTRY_STAGE1:
         assert (OFFICIAL / rel).is_file(), rel
     assert (OFFICIAL / "SOURCES.md").is_file()
 
@@ -231,7 +246,9 @@ def _fixture_configs():
 def test_fixture_config_keys_exist_in_the_defaults(name, cfg):
     """The fixtures' cfg dumps were taken from the official cfg: every key must exist in our defaults."""
     from dvis_sdk.official import DEFAULTS_BY_FAMILY, META_ARCHS
-    defaults = DEFAULTS_BY_FAMILY[META_ARCHS[cfg["MODEL"]["META_ARCHITECTURE"]][0]]
+    family, mode = META_ARCHS[cfg["MODEL"]["META_ARCHITECTURE"]]
+    # MinVIS exists in both repositories; the DVIS++ defaults hold every original-DVIS key (and more)
+    defaults = DEFAULTS_BY_FAMILY["dvis++" if mode == "segmenter" else family]
     missing = [k for k, _ in _leaves(cfg) if ".VIT_ADAPTER.CUSTOM." not in k and _get(defaults, k, _ABSENT) is _ABSENT]
     assert not missing, missing
     # keys no fixture overrides carry the official default value

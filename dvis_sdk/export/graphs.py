@@ -11,6 +11,9 @@ into graphs around the matching:
 * ``refiner`` (offline): the temporal refiner over a clip, with its mask head;
 * ``frame_forward`` (offline, original DVIS only): the refiner's per-frame embeddings.
 
+A segmenter-only model (``mode="segmenter"``, MinVIS / CTMinVIS) is the ``segmenter`` graph alone (outputs
+:data:`MINVIS_OUTPUTS`); its frame-to-frame matching runs in Python (:func:`dvis_sdk.models.minvis.associate`).
+
 Every wrapper computes exactly what the corresponding PyTorch code path computes (the parity tests check it).
 """
 from __future__ import annotations
@@ -21,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from ..models.dvis import OfflineDVIS, OnlineDVIS
+from ..models.minvis import MinVIS
 
 SEGMENTER_OUTPUTS = ("pred_logits", "pred_masks", "pred_embds", "pred_embds_without_norm", "mask_features")
+MINVIS_OUTPUTS = ("pred_logits", "pred_masks", "match_embeds")
 
 
 class SegmenterGraph(nn.Module):
@@ -37,6 +42,18 @@ class SegmenterGraph(nn.Module):
         if "pred_embds_without_norm" not in out:  # original DVIS: its tracker reads pred_embds only
             out["pred_embds_without_norm"] = out["pred_embds"]
         return tuple(out[k] for k in SEGMENTER_OUTPUTS)
+
+
+class MinVISSegmenterGraph(nn.Module):
+    """Segmenter-only models: images (t, 3, H, W) normalised and padded -> the three :data:`MINVIS_OUTPUTS`."""
+
+    def __init__(self, model: MinVIS):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        out = self.model.segment(images)
+        return tuple(out[k] for k in MINVIS_OUTPUTS)
 
 
 class TrackerStartGraph(nn.Module):
@@ -128,6 +145,9 @@ class RefinerGraph(nn.Module):
 
 def graph_specs(model: OnlineDVIS) -> Dict[str, dict]:
     """What to export for ``model``: name -> {module, inputs (name -> shape with symbolic names), outputs}."""
+    if isinstance(model, MinVIS):
+        return {"segmenter": dict(module=MinVISSegmenterGraph(model), inputs={"images": ["T", 3, "H", "W"]},
+                                  outputs=list(MINVIS_OUTPUTS))}
     cfg = model.cfg
     seg = cfg.segmenter
     plus = cfg.variant == "dvis++"

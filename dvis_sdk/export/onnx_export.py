@@ -9,8 +9,9 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from ..config import DVISConfig
+from ..config import DVISConfig, segmenter_only_config
 from ..models.dvis import OnlineDVIS, build_model
+from ..models.minvis import SEGMENTER_PREFIXES, MinVIS
 from .graphs import example_inputs, graph_specs
 
 FORMAT = "dvis-onnx"
@@ -46,9 +47,9 @@ def require_onnx() -> None:
 def _resolve_model(model: Any, config: Any = None, checkpoint: Any = None, mode: Optional[str] = None) -> OnlineDVIS:
     """A DVIS module from a VideoSegmenter, a module, a manifest name / saved folder, or official yaml + checkpoint.
     (Built here from the weight loaders, not through ``VideoSegmenter``: the predictor imports this package.)"""
-    if isinstance(model, OnlineDVIS):
+    if isinstance(model, (OnlineDVIS, MinVIS)):
         return model
-    if isinstance(getattr(model, "model", None), OnlineDVIS):  # a VideoSegmenter
+    if isinstance(getattr(model, "model", None), (OnlineDVIS, MinVIS)):  # a VideoSegmenter
         return model.model
     if getattr(model, "backend", "pytorch") != "pytorch":
         raise ValueError(f"this model already runs on {model.backend} (an export); export the PyTorch model")
@@ -67,7 +68,10 @@ def _resolve_model(model: Any, config: Any = None, checkpoint: Any = None, mode:
             raise ValueError(f"{model} is already an ONNX export; export the PyTorch model it came from")
         resolved = resolve_weights(model or default_model_name())
         cfg, sd = resolved.config, resolved.state_dict
-        if mode is not None and mode != cfg.mode:
+        if mode == "segmenter" and cfg.mode != "segmenter":
+            cfg = segmenter_only_config(cfg)
+            sd = {k: v for k, v in sd.items() if k.startswith(SEGMENTER_PREFIXES)}
+        elif mode is not None and mode != cfg.mode:
             d = cfg.to_dict()
             d.update(mode=mode, **({"refiner": None} if mode == "online" else {}))
             cfg = DVISConfig.from_dict(d)
@@ -158,10 +162,11 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
     """Export ``model`` to ONNX graphs in ``out_dir`` (created) and write ``config.json``; returns ``out_dir``.
 
     Args:
-        model: a ``VideoSegmenter``, an ``OnlineDVIS`` / ``OfflineDVIS``, a manifest name or a saved folder
+        model: a ``VideoSegmenter``, an ``OnlineDVIS`` / ``OfflineDVIS`` / ``MinVIS``, a manifest name or a saved folder
             (as ``VideoSegmenter.from_pretrained``), or None with ``config`` + ``checkpoint`` (official yaml and
             checkpoint, as ``VideoSegmenter.from_official``).
-        mode: "online" / "offline" override when loading by name or from official files.
+        mode: "online" / "offline" / "segmenter" override when loading by name or from official files
+            ("segmenter": only the segmenter graph; the frames are matched in Python, as MinVIS / CTMinVIS).
         opset: ONNX opset (>= 17).
         simplify: run ``onnxslim`` on every graph when it is installed.
         check: run ``onnx.checker`` on every graph (full check, with shape inference).
@@ -206,14 +211,20 @@ def export_onnx(model: Any, out_dir: Union[str, Path], *, config: Any = None, ch
                                     "check": round(time.perf_counter() - t2, 1)}}
         if name == "segmenter" and fixed:
             graphs[name]["fixed_size"] = fixed
-    tracker = m.tracker
+    if isinstance(m, MinVIS):
+        tracker_meta = {"matching": "minvis: hungarian over 1 - cosine(previous frame's matched match_embeds, "
+                                    "current match_embeds), norms without epsilon, in Python "
+                                    "(dvis_sdk.models.minvis.associate)",
+                        "match_embedding": cfg.match_embedding}
+    else:
+        tracker_meta = {"matching": "hungarian over 1 - cosine(previous reference, current pred_embds)",
+                        "inverse_matching": bool(m.tracker._inverse_matching),
+                        "permute_first_reference": bool(m.tracker._permute_first_reference)}
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset,
         "variant": cfg.variant, "mode": cfg.mode, "backend": "onnxruntime",
         "graphs": graphs,
-        "tracker": {"matching": "hungarian over 1 - cosine(previous reference, current pred_embds)",
-                    "inverse_matching": bool(tracker._inverse_matching),
-                    "permute_first_reference": bool(tracker._permute_first_reference)},
+        "tracker": tracker_meta,
         "input": {"pixel_mean": list(cfg.input.pixel_mean), "pixel_std": list(cfg.input.pixel_std),
                   "size_divisibility": multiple, "format": "RGB, float32 (x - mean) / std, zero-padded to a "
                   "multiple of size_divisibility, (T, 3, H, W)"},

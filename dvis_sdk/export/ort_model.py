@@ -4,7 +4,9 @@ It implements the step protocol of :mod:`dvis_sdk.inference.runner` over ONNX Ru
 ``VideoSegmenter`` runs it through the same window loop, post-processing, streaming and batch code as a PyTorch
 model: :meth:`OnnxDVIS.preprocess`, :meth:`OnnxDVIS.segment` (one window), :meth:`OnnxDVIS.track` (the tracker's
 frame loop: Hungarian matching in scipy between graph calls, explicit :class:`OnnxTrackerState`) and, for offline
-exports, :meth:`OnnxOfflineDVIS.refine`. The steps accept numpy arrays or CPU tensors and return CPU tensors
+exports, :meth:`OnnxOfflineDVIS.refine`; a segmenter-only export (MinVIS / CTMinVIS) is an :class:`OnnxMinVIS`
+(the segmenter graph, the frame-to-frame matching in Python).
+The steps accept numpy arrays or CPU tensors and return CPU tensors
 (zero-copy views of ONNX Runtime's outputs); the graph work is ONNX Runtime's, no PyTorch weights are read.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ..config import DVISConfig
+from ..models.minvis import MatchState, associate
 from ..ops.preprocess import normalize_and_pad
 from .providers import GPU_PROVIDERS, TENSORRT, TRT_CACHE_DIR, default_providers, provider_options
 
@@ -86,11 +89,15 @@ def _cat(items: Sequence[Any], axis: int) -> Any:
     return np.concatenate([_as_numpy(x) for x in items], axis)
 
 
-def _is_offline_export(path: Union[str, Path]) -> bool:
+def _export_kind(path: Union[str, Path]) -> str:
+    """"offline" (a refiner graph), "segmenter" (a segmenter-only model) or "online"."""
     try:
-        return "refiner" in json.loads((Path(path) / "config.json").read_text()).get("graphs", {})
+        meta = json.loads((Path(path) / "config.json").read_text())
+        if meta.get("mode") == "segmenter":
+            return "segmenter"
+        return "offline" if "refiner" in meta.get("graphs", {}) else "online"
     except (OSError, ValueError, AttributeError):
-        return False
+        return "online"
 
 
 def available_providers() -> List[str]:
@@ -124,7 +131,10 @@ class OnnxDVIS:
 
     def __new__(cls, path: Union[str, Path], *args: Any, **kwargs: Any) -> "OnnxDVIS":
         mode = kwargs.get("mode", args[2] if len(args) > 2 else None)
-        if cls is OnnxDVIS and mode != "online" and _is_offline_export(path):
+        kind = _export_kind(path) if cls is OnnxDVIS else None
+        if kind == "segmenter":
+            cls = OnnxMinVIS
+        elif kind == "offline" and mode != "online":
             cls = OnnxOfflineDVIS
         return super().__new__(cls)
 
@@ -147,8 +157,11 @@ class OnnxDVIS:
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{self.path} is not a DVIS ONNX export (config.json has no \"format\": \"{FORMAT}\"); "
                              "export one with `dvis export MODEL --format onnx --out DIR`")
-        if mode not in (None, "online", "offline"):
-            raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        if mode not in (None, "online", "offline", "segmenter"):
+            raise ValueError(f"mode must be 'online', 'offline' or 'segmenter', got {mode!r}")
+        if (mode == "segmenter") != (self.meta.get("mode") == "segmenter") and mode is not None:
+            raise ValueError(f"{self.path} holds a {self.meta.get('mode')} model: it cannot run with mode={mode!r} "
+                             "(export the model with --mode segmenter for a segmenter-only export)")
         if mode == "offline" and "refiner" not in self.meta["graphs"]:
             raise ValueError(f"{self.path} holds an online model: it cannot run offline (export an offline model)")
         cfg = dict(self.meta["model_config"])
@@ -156,8 +169,8 @@ class OnnxDVIS:
             cfg.update(mode="online", refiner=None)
         self.cfg = DVISConfig.from_dict(cfg)
         self.plus = self.meta["variant"] == "dvis++"
-        self._inverse = bool(self.meta["tracker"]["inverse_matching"])
-        self._permute_first = bool(self.meta["tracker"]["permute_first_reference"])
+        self._inverse = bool(self.meta["tracker"].get("inverse_matching", False))
+        self._permute_first = bool(self.meta["tracker"].get("permute_first_reference", False))
         #: where the tensors live between graphs ("cuda:N": the GPU providers run on GPU N)
         self.device = torch.device(device)
         if self.device.type not in ("cpu", "cuda"):
@@ -323,3 +336,15 @@ class OnnxOfflineDVIS(OnnxDVIS):
         """The refiner over consecutive tracked windows of one video: ``pred_logits`` (1, T, Q, K+1),
         ``pred_masks`` (1, Q, T, h, w), ``pred_embds`` (1, C, T, Q)."""
         return {k: _as_tensor(v) for k, v in self._run("refiner", **self.refiner_inputs(windows)).items()}
+
+
+class OnnxMinVIS(OnnxDVIS):
+    """A segmenter-only export (``mode="segmenter"``, official MinVIS / CTMinVIS): the segmenter graph on ONNX
+    Runtime, the frame-to-frame matching in Python (:func:`dvis_sdk.models.minvis.associate`, as the PyTorch model)."""
+
+    def track(self, seg: Dict[str, Any], state: Optional[MatchState]  # type: ignore[override]
+              ) -> Tuple[Dict[str, Tensor], MatchState, Tensor]:
+        """Match every frame of one window to the previous one (``state=None``: a new video); returns
+        (``pred_logits``, ``pred_masks``, ``pred_embds``) in track order, the new state and the (t, Q) permutations."""
+        return associate({k: seg[k] if isinstance(seg[k], Tensor) else _as_tensor(_as_numpy(seg[k]))
+                          for k in ("pred_logits", "pred_masks", "match_embeds")}, state)

@@ -26,7 +26,8 @@ def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) 
     """Map an official DVIS / DVIS++ / DVIS-DAQ state dict (or a detectron2 checkpoint ``{"model": ...}``) to ours.
 
     Training-only entries (``criterion.*``, ``daq_criterion.*``) and the non-persistent ``pixel_mean`` /
-    ``pixel_std`` are dropped explicitly; refiner weights are dropped when ``cfg.mode == "online"``. Any other key
+    ``pixel_std`` are dropped explicitly; refiner weights are dropped when ``cfg.mode == "online"``, tracker and
+    refiner weights when ``cfg.mode == "segmenter"``. Any other key
     that does not belong to a known component raises :class:`ConversionError` listing the keys.
     """
     if not isinstance(state_dict, Mapping):
@@ -46,12 +47,17 @@ def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) 
             continue
         if src == "refiner." and cfg.mode != "offline":
             continue  # an offline checkpoint run online: the refiner is simply not used
+        if src == "tracker." and cfg.mode == "segmenter":
+            continue  # a DVIS checkpoint run segmenter-only (official stage-1 checkpoints have no tracker)
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
         out[dst + key[len(src):]] = value
     if unknown:
         raise ConversionError(f"{len(unknown)} key(s) of the official checkpoint belong to no known component: "
                               f"{sorted(unknown)[:20]}{' ...' if len(unknown) > 20 else ''}")
+    if cfg.mode != "segmenter" and out and not any(k.startswith("tracker.") for k in out):
+        raise ConversionError("the checkpoint has no 'tracker.*' keys: a stage-1 (segmenter-only, MinVIS / CTMinVIS) "
+                              "checkpoint? run it with mode='segmenter' (or its MinVIS / CTVIS yaml)")
     if cfg.mode == "offline" and not any(k.startswith("refiner.") for k in out):
         raise ConversionError("an offline config needs refiner weights, but the checkpoint has no 'refiner.*' keys "
                               "(is this an online checkpoint? use mode='online')")
