@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MAX_README_LINES = 120
 # Docs (and sections) the README links to that other branches are adding; remove an entry once it is merged.
-PENDING_LINKS = {"docs/panoptic.md", "docs/segmenter_only.md", "docs/training.md#from-image-labels-to-a-video-model"}
+PENDING_LINKS = {"docs/segmenter_only.md", "docs/training.md#from-image-labels-to-a-video-model"}
 
 
 def _readme_commands():

@@ -85,12 +85,16 @@ def _stem(name: str) -> str:
 
 
 def video_name(meta: Dict[str, Any], default: str = "video") -> str:
-    """The video id of a result in the layouts: the source folder's name, or the video file's stem."""
+    """The video id of a result in the layouts: the source folder's name, or the video file's stem. VSPW keeps
+    a video's frames in ``data/<video>/origin/``: a folder named ``origin`` is named by its parent (the ids
+    ``val.txt`` and the metrics use)."""
     src = meta.get("source")
     if not src:
         return default
     p = Path(str(src))
-    return p.name if p.is_dir() or not p.suffix else p.stem
+    if p.is_dir() or not p.suffix:
+        return p.parent.name if p.name == "origin" and p.parent.name else p.name
+    return p.stem
 
 
 def write_vipseg(out_dir: Union[str, Path], video: str, ids: Any, segments: Sequence[Dict[str, Any]],
