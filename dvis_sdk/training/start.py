@@ -47,6 +47,8 @@ class LoadReport:
     reinitialised: List[str] = field(default_factory=list)
     ignored: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: the starting model's class names (None when it has none)
+    start_class_names: Optional[List[str]] = None
 
     def lines(self) -> List[str]:
         """Human-readable summary, one line per stage and per note."""
@@ -117,13 +119,17 @@ def _source_weights(model: Optional[PathLike], config: Optional[PathLike], check
 
 
 def _target_config(cfg: DVISConfig, class_names: Sequence[str], mode: Optional[str],
-                   report: LoadReport) -> DVISConfig:
+                   report: LoadReport, stages: Sequence[str] = ()) -> DVISConfig:
     d = cfg.to_dict()
+    if cfg.mode == "segmenter" and mode is None and any(s in stages for s in ("tracker", "refiner")):
+        mode = "online"  # a segmenter-only start gets a fresh tracker to train
     if mode is not None and mode != cfg.mode:
         d["mode"] = mode
         d["refiner"] = None if mode == "online" else d.get("refiner")  # offline: DVISConfig adds a default one
-        report.notes.append(f"mode {cfg.mode} -> {mode}" + (": a fresh refiner is added" if mode == "offline" else
-                                                             ": the refiner is dropped"))
+        what = {"offline": ": a fresh refiner is added", "online": ": the refiner is dropped"}.get(mode, "")
+        if cfg.mode == "segmenter":
+            what = ": a fresh tracker is added" + (" and a fresh refiner" if mode == "offline" else "")
+        report.notes.append(f"mode {cfg.mode} -> {mode}{what}")
     old_k, new_k = cfg.segmenter.num_classes, len(class_names)
     if old_k != new_k:
         report.notes.append(f"class count {old_k} -> {new_k}: the class heads are re-initialised")
@@ -146,8 +152,8 @@ def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model
     or when a non-class weight has the wrong shape (the config does not describe the checkpoint).
     """
     cfg, sd, source = _source_weights(model, config, checkpoint, trust_pickle)
-    report = LoadReport(source)
-    target = _target_config(cfg, class_names, mode, report)
+    report = LoadReport(source, start_class_names=list(cfg.class_names) if cfg.class_names else None)
+    target = _target_config(cfg, class_names, mode, report, stages)
     torch.manual_seed(seed)  # fresh heads / refiner: the same initialisation on a resumed run
     net = build_model(target)
     own = net.state_dict()
