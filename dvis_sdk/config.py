@@ -15,7 +15,12 @@ from typing import Any, List, Optional, Tuple, Union
 from .runtime import jsonable
 
 VARIANTS = ("dvis++", "dvis", "daq")
-MODES = ("online", "offline")
+#: "online": segmenter + tracker; "offline": + temporal refiner; "segmenter": the segmenter alone, its queries
+#: associated frame to frame by cosine similarity (the official stage-1 MinVIS / CTMinVIS meta-architectures)
+MODES = ("online", "offline", "segmenter")
+#: what a segmenter-only model matches frames by: "embeds" = the decoder's ``pred_embds`` (MinVIS), "reid" = the
+#: DVIS++ re-identification embeddings ``pred_reid_embed`` (CTMinVIS); "auto": "reid" for DVIS++, else "embeds"
+MATCH_EMBEDDINGS = ("auto", "embeds", "reid")
 BACKBONES = ("resnet", "swin", "vit_adapter")
 
 
@@ -172,8 +177,17 @@ class InputConfig:
 
 @dataclass
 class TestConfig:
+    """Test-time settings: frames per segmenter call, instances kept per video (top-k) and, for segmenter-only
+    models (``mode="segmenter"``), the embedding their frame-to-frame matching uses (:data:`MATCH_EMBEDDINGS`)."""
+
     window_size: int = 3
     max_num: int = 20
+    match_embedding: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.match_embedding not in MATCH_EMBEDDINGS:
+            raise ValueError(f"unknown test.match_embedding {self.match_embedding!r}; expected one of "
+                             f"{MATCH_EMBEDDINGS}")
 
 
 @dataclass
@@ -199,11 +213,26 @@ class DVISConfig:
             raise ValueError(f"unknown mode {self.mode!r}; expected one of {MODES}")
         if self.mode == "offline" and self.refiner is None:
             self.refiner = RefinerConfig()
+        if self.mode == "segmenter":
+            if self.variant == "daq":
+                raise ValueError("a segmenter-only config has variant 'dvis++' (DVIS-DAQ's segmenter is the DVIS++ "
+                                 "one) or 'dvis'; use segmenter_only_config(cfg) to convert a DAQ config")
+            if self.refiner is not None:
+                raise ValueError("a segmenter-only config (mode='segmenter') has no refiner: set refiner=None")
+            if self.match_embedding == "reid" and self.variant != "dvis++":
+                raise ValueError("test.match_embedding='reid' needs the DVIS++ segmenter (variant 'dvis++'): the "
+                                 "original DVIS decoder has no re-identification head; use 'embeds'")
         if self.variant == "daq" and self.daq is None:
             self.daq = DAQConfig(num_new_ins=self.segmenter.num_queries)
         if self.class_names is not None and len(self.class_names) != self.segmenter.num_classes:
             raise ValueError(
                 f"{len(self.class_names)} class names given for {self.segmenter.num_classes} classes")
+
+    @property
+    def match_embedding(self) -> str:
+        """What a segmenter-only model matches frames by, "auto" resolved: "reid" (DVIS++) or "embeds"."""
+        m = self.test.match_embedding
+        return m if m != "auto" else ("reid" if self.variant == "dvis++" else "embeds")
 
     @property
     def tracker_hidden_dim(self) -> int:
@@ -229,6 +258,30 @@ class DVISConfig:
         p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
         text = p.read_text() if p is not None else str(text_or_path)
         return cls.from_dict(json.loads(text))
+
+
+def segmenter_only_config(cfg: DVISConfig, class_names: Optional[List[str]] = None, max_num: Optional[int] = 10,
+                          match_embedding: Optional[str] = None) -> DVISConfig:
+    """The config of ``cfg``'s segmenter run alone as a video model (``mode="segmenter"``, the official MinVIS /
+    CTMinVIS inference): no tracker, no refiner; a DVIS-DAQ config becomes ``variant="dvis++"`` (same segmenter).
+
+    Args:
+        cfg: any DVIS / DVIS++ / DVIS-DAQ config (left unchanged; a new config is returned).
+        class_names: replace the class names (as many as ``cfg.segmenter.num_classes``); None keeps them.
+        max_num: instances kept per video (the official MinVIS keeps 10); None keeps ``cfg.test.max_num``.
+        match_embedding: "embeds", "reid" or "auto" (:data:`MATCH_EMBEDDINGS`); None keeps ``cfg``'s.
+    """
+    d = cfg.to_dict()
+    d.update(mode="segmenter", refiner=None, daq=None)
+    if d["variant"] == "daq":
+        d["variant"] = "dvis++"
+    if class_names is not None:
+        d["class_names"] = list(class_names)
+    if max_num is not None:
+        d["test"]["max_num"] = int(max_num)
+    if match_embedding is not None:
+        d["test"]["match_embedding"] = match_embedding
+    return DVISConfig.from_dict(d)
 
 
 def _from_dict(cls: type, d: Any) -> Any:

@@ -7,8 +7,9 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, U
 
 import torch
 
-from ..config import DVISConfig
+from ..config import DVISConfig, segmenter_only_config
 from ..models.dvis import OnlineDVIS, build_model
+from ..models.minvis import SEGMENTER_PREFIXES, segmenter_only
 from ..models.optimize import copy_model
 from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
@@ -155,6 +156,8 @@ class VideoSegmenter:
             cfg = _with_mode(cfg, mode)
             if mode == "online":
                 sd = {k: v for k, v in sd.items() if not k.startswith("refiner.")}
+            elif mode == "segmenter":
+                sd = {k: v for k, v in sd.items() if k.startswith(SEGMENTER_PREFIXES)}
         seg = cls.from_config(cfg, sd, **kwargs)
         # a token is never written into a spec: workers read it from the environment (HF_TOKEN) if needed
         seg._source = {"pretrained": str(local.resolve()) if local.exists() else name, "mode": mode,
@@ -234,9 +237,23 @@ class VideoSegmenter:
 
         return save_pretrained(self.model, directory, config=self.cfg)
 
+    def segmenter_only(self, class_names: Optional[Sequence[str]] = None, max_num: Optional[int] = 10,
+                       match_embedding: Optional[str] = None) -> "VideoSegmenter":
+        """A new segmenter (same settings) running this model's segmenter alone, its queries matched frame to frame
+        as the official MinVIS / CTMinVIS (:func:`dvis_sdk.models.minvis.segmenter_only`; arguments as there).
+        This segmenter is left unchanged."""
+        if self.backend != "pytorch":
+            raise ValueError(f"segmenter_only() needs a PyTorch model, not the {self.backend} backend: export the "
+                             "segmenter-only model instead (dvis export MODEL --mode segmenter)")
+        model = segmenter_only(self.model, class_names=class_names, max_num=max_num, match_embedding=match_embedding)
+        seg = type(self)._owning(model, **{k: v for k, v in self.settings().items()
+                                           if k not in ("backend", "providers")})
+        return seg
+
     @property
     def mode(self) -> str:
-        """"online" (tracker only) or "offline" (tracker + temporal refiner)."""
+        """"online" (tracker only), "offline" (tracker + temporal refiner) or "segmenter" (the segmenter alone,
+        queries matched frame to frame: the official MinVIS / CTMinVIS)."""
         return self.cfg.mode
 
     # ---- frame sources -------------------------------------------------------------------------------------------
@@ -330,7 +347,7 @@ class VideoSegmenter:
         masks = acc.masks_of(queries)
         instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=masks[q], height=h, width=w)
                      for s, l, q in zip(scores, labels, queries)]
-        meta = {"mode": "offline" if runner.offline else "online", "source": info.get("path") or info["name"],
+        meta = {"mode": "offline" if runner.offline else ("segmenter" if self.cfg.mode == "segmenter" else "online"), "source": info.get("path") or info["name"],
                 "fps": info.get("fps"), "stride": stride, "start": start, "model_size": list(info["model_size"]),
                 "window_size": runner.window_size, "chunk_size": runner.chunk_size, "dtype": self.dtype,
                 "masks_encoded_per_window": acc.streaming}
@@ -391,6 +408,10 @@ class VideoSegmenter:
 
 
 def _with_mode(cfg: DVISConfig, mode: str) -> DVISConfig:
+    if mode == "segmenter":
+        return segmenter_only_config(cfg)
+    if cfg.mode == "segmenter":
+        raise ValueError(f"a segmenter-only model has no tracker: it cannot run with mode={mode!r}")
     d = cfg.to_dict()
     d["mode"] = mode
     if mode == "online":

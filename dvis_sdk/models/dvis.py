@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..config import DVISConfig
+from .minvis import MinVIS
 from .refiner import TemporalRefiner
 from .segmenter import SegmenterModel
 from .tracker import DVISPlusTracker, ReferringTracker, TrackerState
@@ -106,7 +107,9 @@ class OfflineDVIS(OnlineDVIS):
 
 
 def build_model(cfg: DVISConfig) -> OnlineDVIS:
-    """Build the model ``cfg`` describes (online or offline), with random weights, in eval mode."""
+    """Build the model ``cfg`` describes (online, offline or segmenter-only), with random weights, in eval mode."""
+    if cfg.mode == "segmenter":  # the segmenter alone, queries matched frame to frame (models/minvis)
+        return MinVIS(cfg).eval()
     if cfg.variant == "daq":  # DVIS-DAQ has its own meta-architecture (models/daq)
         from .daq.model import build_daq_model
         return build_daq_model(cfg)

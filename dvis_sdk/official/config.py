@@ -12,6 +12,7 @@ from ..configs.datasets import CLASS_NAMES, dataset_key
 from .daq import daq_config_from_tree
 from .defaults import META_ARCHS
 from .errors import ConversionError
+from .minvis import decoder_variant, stage1_config
 from .vit_presets import VIT_ADAPTER_PRESETS
 from .yaml_config import official_cfg_tree
 
@@ -89,7 +90,9 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
 
     Args:
         cfg: path to the yaml, a path inside the shipped official configs, or the cfg tree as a dict.
-        mode: override ``"online"`` / ``"offline"`` (an offline model can run online without its refiner).
+        mode: override ``"online"`` / ``"offline"`` (an offline model can run online without its refiner) or
+            ``"segmenter"`` (the segmenter alone, its queries matched frame to frame as the official MinVIS /
+            CTMinVIS; what the stage-1 META_ARCHITECTUREs ``MinVIS`` / ``CTMinVIS`` always are).
     """
     tree = official_cfg_tree(cfg)
     model = tree["MODEL"]
@@ -98,7 +101,15 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         raise ConversionError(f"unsupported MODEL.META_ARCHITECTURE {arch!r}; supported: {sorted(META_ARCHS)}")
     variant, arch_mode = META_ARCHS[arch]
     mf, head = model["MASK_FORMER"], model["SEM_SEG_HEAD"]
-    if variant in ("dvis++", "daq") and not mf.get("REID_BRANCH", True):
+    final_mode = mode or arch_mode
+    if arch_mode == "segmenter":  # MinVIS / CTMinVIS: the decoder named in the yaml decides the variant
+        if final_mode != "segmenter":
+            raise ConversionError(f"MODEL.META_ARCHITECTURE {arch!r} is a segmenter-only model (no tracker): it runs "
+                                  f"with mode='segmenter', not {mode!r}")
+        variant = decoder_variant(mf)
+    if final_mode == "segmenter":  # built as an online config first, converted at the end
+        mode = "online" if arch_mode != "offline" else "offline"
+    if final_mode != "segmenter" and variant in ("dvis++", "daq") and not mf.get("REID_BRANCH", True):
         raise ConversionError("DVIS++ without MODEL.MASK_FORMER.REID_BRANCH is not supported")
     if head.get("PIXEL_DECODER_NAME", "MSDeformAttnPixelDecoder") != "MSDeformAttnPixelDecoder":
         raise ConversionError(f"unsupported pixel decoder {head['PIXEL_DECODER_NAME']!r}")
@@ -119,7 +130,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         num_reid_head_layers=mf.get("NUM_REID_HEAD_LAYERS", 3),
     )
     daq = daq_config_from_tree(tree) if variant == "daq" else None  # MODEL.VIDEO_HEAD, incl. HIDDEN_DIM == MASK_DIM
-    if variant == "dvis++" and segmenter.hidden_dim != segmenter.mask_dim:
+    if final_mode != "segmenter" and variant == "dvis++" and segmenter.hidden_dim != segmenter.mask_dim:
         raise ConversionError(f"DVIS++ needs MASK_FORMER.HIDDEN_DIM == SEM_SEG_HEAD.MASK_DIM "
                               f"(got {segmenter.hidden_dim} and {segmenter.mask_dim}): the tracker's mask head outputs "
                               "HIDDEN_DIM channels")
@@ -128,7 +139,7 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         raise ConversionError(f"INPUT.FORMAT {inp.get('FORMAT')!r} unsupported (official DVIS models use RGB)")
     dataset, class_names = _dataset_and_classes(tree, num_classes)
     tr = model.get("TRACKER", {})
-    return DVISConfig(
+    config = DVISConfig(
         variant=variant,
         mode=mode or arch_mode,
         backbone=_backbone_config(model),
@@ -145,5 +156,6 @@ def load_official_config(cfg: Union[str, Path, Mapping], mode: Optional[str] = N
         class_names=class_names,
         daq=daq,
     )
+    return stage1_config(config, arch) if final_mode == "segmenter" else config
 
 

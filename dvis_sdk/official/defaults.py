@@ -223,6 +223,11 @@ META_ARCHS = {
     "DVIS_offline": ("dvis", "offline"),
     "DVIS_DAQ_online": ("daq", "online"),
     "DVIS_DAQ_offline": ("daq", "offline"),
+    # stage 1 (the segmenter alone, queries matched frame to frame): MinVIS exists in both the DVIS++ and the
+    # original DVIS repositories (same code; its decoder is the original-DVIS one, so the DVIS defaults apply),
+    # CTMinVIS (DVIS++ only) adds the re-identification head and matches by it
+    "MinVIS": ("dvis", "segmenter"),
+    "CTMinVIS": ("dvis++", "segmenter"),
 }
 
 #: Default table per model family (the ``variant`` of :class:`DVISConfig`). A new family adds its table here and

@@ -26,7 +26,8 @@ def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) 
     """Map an official DVIS / DVIS++ / DVIS-DAQ state dict (or a detectron2 checkpoint ``{"model": ...}``) to ours.
 
     Training-only entries (``criterion.*``, ``daq_criterion.*``) and the non-persistent ``pixel_mean`` /
-    ``pixel_std`` are dropped explicitly; refiner weights are dropped when ``cfg.mode == "online"``. Any other key
+    ``pixel_std`` are dropped explicitly; refiner weights are dropped when ``cfg.mode == "online"``, tracker and
+    refiner weights when ``cfg.mode == "segmenter"``. Any other key
     that does not belong to a known component raises :class:`ConversionError` listing the keys.
     """
     if not isinstance(state_dict, Mapping):
@@ -46,6 +47,8 @@ def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) 
             continue
         if src == "refiner." and cfg.mode != "offline":
             continue  # an offline checkpoint run online: the refiner is simply not used
+        if src == "tracker." and cfg.mode == "segmenter":
+            continue  # a DVIS checkpoint run segmenter-only (official stage-1 checkpoints have no tracker)
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
         out[dst + key[len(src):]] = value

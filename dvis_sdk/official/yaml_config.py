@@ -80,6 +80,9 @@ def official_cfg_tree(cfg: Union[str, Path, Mapping]) -> dict:
     tree = decode_cfg_tree(tree)
     arch = tree.get("MODEL", {}).get("META_ARCHITECTURE", "")
     family = META_ARCHS.get(arch, ("dvis++", None))[0]
+    decoder = tree.get("MODEL", {}).get("MASK_FORMER", {}).get("TRANSFORMER_DECODER_NAME", "")
+    if arch == "MinVIS" and str(decoder).endswith("_dvisPlus"):  # that decoder exists only in the DVIS++ code
+        family = "dvis++"
     return deep_merge(DEFAULTS_BY_FAMILY[family], tree)
 
 
