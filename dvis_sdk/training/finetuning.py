@@ -289,8 +289,8 @@ def _tracker_verdict(net: OnlineDVIS, after: Mapping[str, Any], out: Path) -> Op
     """One line when the model's tracker scores a lower AP than its segmenter alone; that model is then written to
     ``out/segmenter_only`` so the line can say how to run it."""
     alone = after.get("segmenter_only")
-    if not isinstance(alone, dict) or "AP" not in alone or "AP" not in after or alone["AP"] <= after["AP"]:
-        return None
+    if not isinstance(alone, dict) or not alone.get("AP", float("nan")) > after.get("AP", float("nan")):
+        return None  # also when either AP is undefined (nan: nothing to score)
     from ..models.minvis import segmenter_only
     from ..weights import write_pretrained
     from .utils import export_state_dict

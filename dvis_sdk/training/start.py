@@ -60,7 +60,7 @@ class LoadReport:
             extra = f"; missing (fresh init): {len(miss)} e.g. {miss[:3]}" if miss else ""
             out.append(f"  {s}: {self.loaded.get(s, 0)}/{self.total[s]} weights loaded{extra}")
         if self.reinitialised:
-            out.append(f"  re-initialised (new class count): {self.reinitialised}")
+            out.append(f"  re-initialised (new classes): {self.reinitialised}")
         if self.ignored:
             out.append(f"  ignored checkpoint keys (no place in this model): {len(self.ignored)} e.g. "
                        f"{self.ignored[:3]}")
@@ -131,10 +131,13 @@ def _target_config(cfg: DVISConfig, class_names: Sequence[str], mode: Optional[s
             what = ": a fresh tracker is added" + (" and a fresh refiner" if mode == "offline" else "")
         report.notes.append(f"mode {cfg.mode} -> {mode}{what}")
     old_k, new_k = cfg.segmenter.num_classes, len(class_names)
-    if old_k != new_k:
+    if cfg.class_names and list(cfg.class_names) != list(class_names):
+        kept = [n for n in class_names if n in cfg.class_names]
+        report.notes.append(f"class names {list(cfg.class_names)} -> {list(class_names)}: the class heads are matched "
+                            f"by name (kept: {kept}; new, freshly initialised: "
+                            f"{[n for n in class_names if n not in kept]})")
+    elif old_k != new_k:
         report.notes.append(f"class count {old_k} -> {new_k}: the class heads are re-initialised")
-    elif cfg.class_names and list(cfg.class_names) != list(class_names):
-        report.notes.append(f"class names {list(cfg.class_names)} -> {list(class_names)} (same count: heads kept)")
     d["segmenter"]["num_classes"] = new_k
     d["class_names"] = list(class_names)
     return DVISConfig.from_dict(d)
@@ -158,11 +161,19 @@ def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model
     net = build_model(target)
     own = net.state_dict()
     load: Dict[str, torch.Tensor] = {}
+    old_names = report.start_class_names
+    by_name = old_names is not None and list(old_names) != list(class_names)
     for k, v in own.items():
         s = module_of(k)
         report.total[s] = report.total.get(s, 0) + 1
         if k not in sd:
             report.missing.setdefault(s, []).append(k)
+        elif by_name and ".class_embed." in k and sd[k].shape[1:] == v.shape[1:] and \
+                sd[k].shape[0] == len(old_names) + 1:  # type: ignore[arg-type]
+            load[k], complete = _rows_by_name(sd[k], v, old_names, class_names)  # type: ignore[arg-type]
+            report.loaded[s] = report.loaded.get(s, 0) + 1
+            if not complete:
+                report.reinitialised.append(k)
         elif tuple(sd[k].shape) != tuple(v.shape):
             if ".class_embed." not in k:
                 raise FinetuneError(f"weight {k} has shape {tuple(sd[k].shape)} in the checkpoint but "
@@ -178,6 +189,20 @@ def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model
     net.load_state_dict(load, strict=False)
     _check_upstream(report, stages)
     return net, report
+
+
+def _rows_by_name(old: torch.Tensor, fresh: torch.Tensor, old_names: Sequence[str], new_names: Sequence[str]
+                  ) -> Tuple[torch.Tensor, bool]:
+    """A class head (rows: classes, then no-object) for ``new_names`` from one for ``old_names``: a class's row is
+    its old row when the name is known, else the fresh initialisation; the no-object row is kept. Returns the
+    rows and whether every class was known."""
+    index = {n: i for i, n in enumerate(old_names)}
+    rows = fresh.detach().clone()
+    for i, n in enumerate(new_names):
+        if n in index:
+            rows[i] = old[index[n]]
+    rows[-1] = old[-1]
+    return rows.to(fresh.dtype), all(n in index for n in new_names)
 
 
 def _check_upstream(report: LoadReport, stages: Sequence[str]) -> None:

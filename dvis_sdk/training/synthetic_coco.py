@@ -25,10 +25,13 @@ SEGMENTATION_FORMATS = ("polygon", "rle", "rle_uncompressed")
 
 
 def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
-    """(H, W) bool -> COCO polygons (outer contours of >= 3 points, ``[x1, y1, x2, y2, ...]`` in pixel corners)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    # +0.5: OpenCV gives pixel indices; COCO polygons run through pixel centres at x + 0.5
-    return [(c.reshape(-1, 2).astype(np.float64) + 0.5).reshape(-1).round(2).tolist()
+    """(H, W) bool -> COCO polygons (outer contours, ``[x1, y1, x2, y2, ...]``) that rasterise back to the mask.
+
+    OpenCV traces the centres of the border pixels, which COCO's rasteriser would shrink by half a pixel on every
+    side; tracing the mask upsampled twice and mapping back puts the outline on the pixels' outer edges."""
+    up = np.kron(mask.astype(np.uint8), np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [((c.reshape(-1, 2).astype(np.float64) + 0.5) / 2).reshape(-1).round(2).tolist()
             for c in contours if len(c) >= 3]
 
 
