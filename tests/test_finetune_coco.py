@@ -224,3 +224,22 @@ def test_image_labels_to_a_video_model_at_the_300_iteration_budget(tmp_path):
             results.append({**r, "category_id": to_gt[r["category_id"]]})
     ap = evaluate_ytvis(gt, results)["AP"]
     assert ap >= 38, ap
+
+
+def test_tracker_trains_on_pseudo_clips_without_caching_them(coco, saved, tmp_path, capsys):
+    from dvis_sdk.training import DenoisingTrainer, TrainConfig
+    from dvis_sdk.training.coco import CocoClipDataset
+
+    model = VideoSegmenter.from_pretrained(saved).model
+    model.cfg.class_names = ["tile", "ball", "wedge"]
+    ds = CocoClipDataset.from_files(coco, num_frames=3, min_sizes=(32,), max_size=64)
+    trainer = DenoisingTrainer(model, ds, tmp_path / "t", TrainConfig(iters=2, num_points=64, device="cpu",
+                                                                      progress=False, ckpt_every=0))
+    trainer.train()
+    assert trainer.iter == 2 and trainer._cache == {}  # fresh random clips: nothing cached by frame
+    rc = main(["finetune", "--data", str(coco), "--model", str(saved), "--stages", "segmenter,tracker", "--out",
+               str(tmp_path / "o")] + FAST)
+    assert rc == 0 and json.loads((tmp_path / "o" / "config.json").read_text())["mode"] == "online"
+    assert main(["finetune", "--data", str(coco), "--model", str(saved), "--holdout", "1", "--out",
+                 str(tmp_path / "h")] + FAST) == 2
+    assert "a hold-out is drawn from a single video dataset" in capsys.readouterr().err
