@@ -142,6 +142,22 @@ def test_bad_coco_entries_are_a_warning_line_even_when_quiet(coco, saved, tmp_pa
     assert (tmp_path / "o" / "model.safetensors").is_file()
 
 
+def test_a_short_polygon_in_the_video_set_is_a_warning_line(coco, saved, tmp_path, capsys):
+    yt = tmp_path / "yt"
+    p = generate_ytvis(yt, 2, seed=2, config=SMALL, image_ext=".png")
+    data = json.loads(p.read_text())
+    for c in data["categories"]:
+        c["name"] = NAMES[c["name"]]
+    ann = data["annotations"][0]
+    f = next(i for i, sg in enumerate(ann["segmentations"]) if sg is not None)
+    ann["segmentations"][f] = [[1.0, 1.0, 9.0, 9.0]]
+    p.write_text(json.dumps(data))
+    rc = main(["finetune", "--data", str(coco), "--data", str(yt), "--model", str(saved), "--stages", "segmenter",
+               "--out", str(tmp_path / "o")] + FAST)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 0 and len(lines) == 1 and f"annotation {ann['id']} (video" in lines[0] and "3 points" in lines[0]
+
+
 def test_unusable_coco_is_a_one_line_error(coco, saved, tmp_path, capsys):
     path = _broken(coco, tmp_path / "bad", lambda d: d.update(annotations=[]))
     rc = main(["finetune", "--data", str(path), "--model", str(saved), "--stages", "segmenter", "--out",

@@ -206,9 +206,14 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
     if val_split is not None:
         from .validation import category_mapping
 
-        _, missing = category_mapping(class_names, YTVISAnnotations(*val_split))  # fail now, not after a stage
+        val_ann = YTVISAnnotations(*val_split)  # fail now, not after a stage
+        _, missing = category_mapping(class_names, val_ann)
         if missing:
             say(f"validation: {val_split[0]} has no class {missing}: their predictions are not scored")
+        unknown = [n for n in val_ann.class_names if n not in class_names]
+        if unknown:
+            warn(f"validation: the model learns no class {unknown} of {val_split[0]}: they score 0 AP (rename with "
+                 "--class-map, or drop them from the validation file)")
 
     net, report = load_start_model(class_names, todo, model=model, config=config, checkpoint=checkpoint,
                                    mode=mode, trust_pickle=trust_pickle, seed=seed)
