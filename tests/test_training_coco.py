@@ -195,3 +195,12 @@ def test_validation_categories_matched_by_name(tmp_path):
     assert ids == [3, None, 1, None] and missing == ["square", "cone"]
     ids, missing = category_mapping(3, ann)  # no names: by position
     assert ids == [1, 3, None] and missing == ["2"]
+
+
+def test_still_clips_when_the_augmentation_is_off(coco):
+    still = PseudoVideoAugmentation(rotation=(0.0, 0.0), crop_prob=0.0, flip_prob=0.0)
+    ds = CocoClipDataset(CocoAnnotations(coco), num_frames=3, min_sizes=(48,), max_size=100, augmentation=still)
+    clip = ds.sample(1, np.random.default_rng(0))
+    image, _, _, masks = ds.ann.image_masks(1)
+    assert (clip.frames == clip.frames[:1]).all() and (clip.masks == clip.masks[:, :1]).all()
+    assert (clip.frames[0].permute(1, 2, 0).numpy() == image).all() and (clip.masks[:, 0].numpy() == masks).all()

@@ -23,6 +23,7 @@ from .config import PRESETS, TrainConfig, preset
 from .datasets import YTVISAnnotations
 from .loop import BEST_DIR
 from .mixing import parse_class_map
+from .pseudo_video import PseudoVideoAugmentation
 from .sources import TrainSource, class_names_of, find_dataset, open_sources, ratios_of, stage_dataset
 from .start import STAGES, FinetuneError, LoadReport, load_start_model, module_of
 
@@ -135,6 +136,7 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
              trust_pickle: bool = False, num_frames: Optional[int] = None, noise: Optional[str] = None,
              noise_ratio: Optional[float] = None, data_ratio: Union[str, Sequence[float], None] = None,
              class_map: Union[str, Mapping[str, str], None] = None, keep_best: bool = True,
+             pseudo_augmentation: Optional[PseudoVideoAugmentation] = None,
              log: Optional[Callable[[str], None]] = None, warn: Optional[Callable[[str], None]] = None,
              **train_overrides: Any) -> FinetuneResult:
     """Fine-tune a model on video (YouTube-VIS) and / or image (COCO) labels; returns a :class:`FinetuneResult`.
@@ -168,6 +170,7 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
         class_map: renames classes before they are matched across sets (``{"person": "human"}`` or
             ``"person=human,bicycle=-"``; ``-`` drops a class).
         keep_best: with validation, keep each stage's iteration of best validation AP rather than its last.
+        pseudo_augmentation: how images become clips (default: the official pseudo-video settings).
         log: where progress messages go (default: stderr); ``warn``: where skipped entries and other warnings go
             (default: stderr; keep it when silencing ``log``).
     """
@@ -258,7 +261,8 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
         say(f"validation before: {_short(result.before)}")
     (out / SUMMARY).write_text(json.dumps(_clean(summary), indent=2))
 
-    plan = _Plan(sources, cfg, val_split, resume, num_frames, noise, noise_ratio, cmap, ratios, keep_best)
+    plan = _Plan(sources, cfg, val_split, resume, num_frames, noise, noise_ratio, cmap, ratios, keep_best,
+                 pseudo_augmentation)
     kept_eval: Optional[Dict[str, Any]] = None
     for stage in todo:
         net, kept_eval = _run_stage(stage, net, out, plan, say)
@@ -322,6 +326,7 @@ class _Plan:
     class_map: Dict[str, str]
     ratios: Optional[List[float]]
     keep_best: bool
+    augmentation: Optional[PseudoVideoAugmentation]
 
 
 def _run_stage(stage: str, net: OnlineDVIS, out: Path, plan: _Plan, say: Callable[[str], None]
@@ -344,7 +349,8 @@ def _run_stage(stage: str, net: OnlineDVIS, out: Path, plan: _Plan, say: Callabl
         clips.update(num_frames=plan.num_frames, frame_range=max(plan.num_frames // 2, 1))
     inp = net.cfg.input
     # the inference resize: shortest edge to the test size, capped by the test max size (ops.preprocess)
-    dataset = stage_dataset(plan.sources, clips, inp.min_size_test, inp.max_size_test, plan.class_map, plan.ratios)
+    dataset = stage_dataset(plan.sources, clips, inp.min_size_test, inp.max_size_test, plan.class_map, plan.ratios,
+                            plan.augmentation)
     cfg = plan.cfg
     trainer = _trainer(stage, net, dataset, sdir, cfg, plan.val, plan.noise, plan.noise_ratio)
     has_ckpt = (sdir / CHECKPOINT_DIR / "last").is_file()

@@ -13,6 +13,7 @@ import numpy as np
 from .coco import CocoAnnotations, CocoClipDataset, is_coco
 from .datasets import DatasetError, VideoClipDataset, YTVISAnnotations
 from .mixing import MixedClipDataset, align_classes
+from .pseudo_video import PseudoVideoAugmentation
 
 __all__ = ["TrainSource", "find_dataset", "open_source", "open_sources", "stage_dataset", "class_names_of",
            "ratios_of", "ANNOTATION_NAMES"]
@@ -109,15 +110,17 @@ def open_sources(data: Union[PathLike, Sequence[PathLike]], frames: Optional[Pat
 
 
 def stage_dataset(sources: Sequence[TrainSource], clips: Mapping[str, Any], min_size: int, max_size: int,
-                  class_map: Optional[Mapping[str, str]] = None, ratios: Optional[Sequence[float]] = None) -> Any:
+                  class_map: Optional[Mapping[str, str]] = None, ratios: Optional[Sequence[float]] = None,
+                  augmentation: Optional[PseudoVideoAugmentation] = None) -> Any:
     """The clip dataset of one stage: a ``VideoClipDataset`` per video set, a ``CocoClipDataset`` per image set
     (the same number of frames per clip), combined by class name with the sampling ratios when there are several
-    (or a class map). ``clips``: the stage's ``num_frames`` / ``frame_range`` / ``reverse_prob``."""
+    (or a class map). ``clips``: the stage's ``num_frames`` / ``frame_range`` / ``reverse_prob``; ``augmentation``:
+    the image sets' pseudo-video settings (default: the official ones)."""
     parts = []
     for s in sources:
         if s.kind == "coco":
             parts.append(CocoClipDataset(s.annotations, num_frames=clips["num_frames"], min_sizes=(min_size,),
-                                         max_size=max_size))
+                                         max_size=max_size, augmentation=augmentation or PseudoVideoAugmentation()))
         else:
             parts.append(VideoClipDataset(s.annotations, min_sizes=(min_size,), max_size=max_size, **clips))
     if len(parts) == 1 and not class_map and ratios is None:
