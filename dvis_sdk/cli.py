@@ -256,7 +256,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                    eval_every=args.eval_every, resume=args.resume, device=args.device, seed=args.seed,
                    progress=not args.quiet, trust_pickle=args.trust_pickle, num_frames=args.num_frames,
                    noise=args.noise, noise_ratio=args.noise_ratio, data_ratio=args.data_ratio,
-                   class_map=args.class_map, keep_best=not args.keep_last, log=log, warn=warn, **extra)
+                   class_map=args.class_map, keep_best=not args.keep_last,
+                   class_init=None if args.class_init == "none" else "auto", log=log, warn=warn, **extra)
     if not args.quiet and res.after:
         print(f"validation AP before {res.before.get('AP', float('nan')):.1f} -> after {res.after['AP']:.1f}")
     return 0
@@ -379,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sampling weight of each --data, in order (official DATASET_RATIO; default equal)")
     ft.add_argument("--class-map", default=None, metavar="OLD=NEW,...",
                     help="rename classes before matching them across datasets (OLD=- drops a class)")
+    ft.add_argument("--class-init", choices=["auto", "none"], default="auto",
+                    help="head rows of classes new to the model: auto = from the model's class most of their "
+                         "training objects get; none = fresh")
     ft.add_argument("--frames", default=None, help="frames / images folder of a single --data, if not JPEGImages/ "
                     "(videos) or the JSON's folder (images)")
     ft.add_argument("--out", required=True, help="output folder (stage checkpoints, metrics, the fine-tuned model)")

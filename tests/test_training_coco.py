@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from dvis_sdk.masks import decode_rles, encode_mask
 from dvis_sdk.training.coco import CocoAnnotations, CocoClipDataset
@@ -204,3 +205,27 @@ def test_still_clips_when_the_augmentation_is_off(coco):
     image, _, _, masks = ds.ann.image_masks(1)
     assert (clip.frames == clip.frames[:1]).all() and (clip.masks == clip.masks[:, :1]).all()
     assert (clip.frames[0].permute(1, 2, 0).numpy() == image).all() and (clip.masks[:, 0].numpy() == masks).all()
+
+
+def test_class_init_from_votes_needs_a_clear_majority():
+    from dvis_sdk.training.class_transfer import class_init_from_votes
+
+    votes = np.array([[9, 1, 0], [2, 2, 1], [0, 0, 2], [5, 0, 0]])
+    init = class_init_from_votes(votes, ["ball", "blob", "rare", "circle"], ["circle", "square", "triangle"])
+    assert init == {"ball": "circle"}  # blob: no majority; rare: too few; circle: known by its own name
+
+
+def test_the_start_model_recognises_renamed_shapes(tmp_path):
+    from dvis_sdk import VideoSegmenter
+    from dvis_sdk.training.class_transfer import class_init_from_votes, vote_classes
+
+    path = generate_coco(tmp_path, 12, seed=4, names=NAMES, category_ids=IDS)
+    still = PseudoVideoAugmentation(rotation=(0.0, 0.0), crop_prob=0.0, flip_prob=0.0)
+    ds = CocoClipDataset(CocoAnnotations(path), num_frames=1, min_sizes=(120,), max_size=200, augmentation=still)
+    model = VideoSegmenter.from_pretrained("dvis-tiny-shapes").model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    votes = vote_classes(model, ds, num_samples=12)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # only read
+    assert votes.sum() >= 12
+    init = class_init_from_votes(votes, ds.class_names, model.cfg.class_names)
+    assert init == {"tile": "square", "ball": "circle", "wedge": "triangle"}

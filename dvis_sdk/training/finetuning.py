@@ -137,6 +137,7 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
              noise_ratio: Optional[float] = None, data_ratio: Union[str, Sequence[float], None] = None,
              class_map: Union[str, Mapping[str, str], None] = None, keep_best: bool = True,
              pseudo_augmentation: Optional[PseudoVideoAugmentation] = None,
+             class_init: Union[str, Mapping[str, str], None] = "auto",
              log: Optional[Callable[[str], None]] = None, warn: Optional[Callable[[str], None]] = None,
              **train_overrides: Any) -> FinetuneResult:
     """Fine-tune a model on video (YouTube-VIS) and / or image (COCO) labels; returns a :class:`FinetuneResult`.
@@ -171,6 +172,9 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
             ``"person=human,bicycle=-"``; ``-`` drops a class).
         keep_best: with validation, keep each stage's iteration of best validation AP rather than its last.
         pseudo_augmentation: how images become clips (default: the official pseudo-video settings).
+        class_init: where the head rows of classes the starting model does not know by name start: ``"auto"``
+            from the start class most of their training objects get from the starting model
+            (:mod:`.class_transfer`), a ``{new: start class}`` dict, or None (fresh rows).
         log: where progress messages go (default: stderr); ``warn``: where skipped entries and other warnings go
             (default: stderr; keep it when silencing ``log``).
     """
@@ -218,8 +222,13 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
             warn(f"validation: the model learns no class {unknown} of {val_split[0]}: they score 0 AP (rename with "
                  "--class-map, or drop them from the validation file)")
 
+    init = _class_init(class_init, class_names, sources, cmap, ratios, model, config, checkpoint, trust_pickle,
+                       seed) if class_init == "auto" else dict(class_init or {})
     net, report = load_start_model(class_names, todo, model=model, config=config, checkpoint=checkpoint,
-                                   mode=mode, trust_pickle=trust_pickle, seed=seed)
+                                   mode=mode, trust_pickle=trust_pickle, seed=seed, class_init=init)
+    if init:
+        report.notes.append("new classes start from the class the starting model gives most of their objects: " +
+                            ", ".join(f"{k} <- {v}" for k, v in init.items()) + " (class_init=None: fresh rows)")
     if "refiner" in todo and getattr(net, "refiner", None) is None:
         raise FinetuneError("the refiner stage needs an offline model: this one is online; pass mode='offline' "
                             "(--mode offline) to add a fresh refiner to it")
@@ -284,6 +293,24 @@ def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames
     kind = "segmenter-only video model" if net.cfg.mode == "segmenter" else f"{net.cfg.mode} model"
     say(f"fine-tuned ({','.join(todo)}) -> {out}: a {kind} (load with VideoSegmenter.from_pretrained({str(out)!r}))")
     return result
+
+
+def _class_init(mode: str, class_names: Sequence[str], sources: Sequence[TrainSource], cmap: Mapping[str, str],
+                ratios: Optional[List[float]], model: Optional[PathLike], config: Optional[PathLike],
+                checkpoint: Optional[PathLike], trust_pickle: bool, seed: int) -> Dict[str, str]:
+    """``class_init="auto"``: vote with the unchanged starting model on a few training clips (still frames)."""
+    from .class_transfer import class_init_from_votes, vote_classes
+    from .start import load_source_model
+
+    start = load_source_model(model=model, config=config, checkpoint=checkpoint, trust_pickle=trust_pickle)
+    old = list(start.cfg.class_names or [])
+    if not old or all(n in old for n in class_names):
+        return {}
+    still = PseudoVideoAugmentation(rotation=(0.0, 0.0), crop_prob=0.0, flip_prob=0.0)
+    inp = start.cfg.input
+    data = stage_dataset(sources, {"num_frames": 1, "frame_range": 1}, inp.min_size_test, inp.max_size_test, cmap,
+                         ratios, still)
+    return class_init_from_votes(vote_classes(start, data, seed=seed), class_names, old)
 
 
 def _validate(net: OnlineDVIS, val: Tuple[Path, Path], device: str,

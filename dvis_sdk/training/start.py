@@ -17,7 +17,8 @@ import torch
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
 
-__all__ = ["STAGES", "STAGE_MODULES", "FinetuneError", "LoadReport", "load_start_model", "module_of"]
+__all__ = ["STAGES", "STAGE_MODULES", "FinetuneError", "LoadReport", "load_start_model", "load_source_model",
+           "module_of"]
 
 PathLike = Union[str, Path]
 STAGES: Tuple[str, ...] = ("segmenter", "tracker", "refiner")
@@ -134,8 +135,7 @@ def _target_config(cfg: DVISConfig, class_names: Sequence[str], mode: Optional[s
     if cfg.class_names and list(cfg.class_names) != list(class_names):
         kept = [n for n in class_names if n in cfg.class_names]
         report.notes.append(f"class names {list(cfg.class_names)} -> {list(class_names)}: the class heads are matched "
-                            f"by name (kept: {kept}; new, freshly initialised: "
-                            f"{[n for n in class_names if n not in kept]})")
+                            f"by name (kept: {kept}; new: {[n for n in class_names if n not in kept]})")
     elif old_k != new_k:
         report.notes.append(f"class count {old_k} -> {new_k}: the class heads are re-initialised")
     d["segmenter"]["num_classes"] = new_k
@@ -143,16 +143,29 @@ def _target_config(cfg: DVISConfig, class_names: Sequence[str], mode: Optional[s
     return DVISConfig.from_dict(d)
 
 
+def load_source_model(*, model: Optional[PathLike] = None, config: Optional[PathLike] = None,
+                      checkpoint: Optional[PathLike] = None, trust_pickle: bool = False) -> OnlineDVIS:
+    """The starting model as it is (its own classes; weights it lacks stay freshly initialised), in eval mode."""
+    cfg, sd, _ = _source_weights(model, config, checkpoint, trust_pickle)
+    net = build_model(cfg)
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items() if k in own and own[k].shape == v.shape},
+                        strict=False)
+    return net.eval()
+
+
 def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model: Optional[PathLike] = None,
                      config: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
-                     mode: Optional[str] = None, trust_pickle: bool = False,
-                     seed: int = 0) -> Tuple[OnlineDVIS, LoadReport]:
+                     mode: Optional[str] = None, trust_pickle: bool = False, seed: int = 0,
+                     class_init: Optional[Mapping[str, str]] = None) -> Tuple[OnlineDVIS, LoadReport]:
     """Build the model to fine-tune for ``class_names`` and load the starting weights into it non-strictly.
 
     Keys of the right shape are loaded; class heads whose size changed keep their fresh (seeded) initialisation;
     keys the checkpoint lacks stay freshly initialised. Raises :class:`FinetuneError` when a module that comes
     before a trained stage (and so stays frozen while it feeds it) lacks weights or had its class head replaced,
     or when a non-class weight has the wrong shape (the config does not describe the checkpoint).
+    ``class_init`` ``{new class: start class}`` starts a new class's head rows from a start class's
+    (:mod:`.class_transfer`); they still count as new (the head must be trained).
     """
     cfg, sd, source = _source_weights(model, config, checkpoint, trust_pickle)
     report = LoadReport(source, start_class_names=list(cfg.class_names) if cfg.class_names else None)
@@ -170,7 +183,7 @@ def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model
             report.missing.setdefault(s, []).append(k)
         elif by_name and ".class_embed." in k and sd[k].shape[1:] == v.shape[1:] and \
                 sd[k].shape[0] == len(old_names) + 1:  # type: ignore[arg-type]
-            load[k], complete = _rows_by_name(sd[k], v, old_names, class_names)  # type: ignore[arg-type]
+            load[k], complete = _rows_by_name(sd[k], v, old_names, class_names, class_init)  # type: ignore[arg-type]
             report.loaded[s] = report.loaded.get(s, 0) + 1
             if not complete:
                 report.reinitialised.append(k)
@@ -191,16 +204,17 @@ def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model
     return net, report
 
 
-def _rows_by_name(old: torch.Tensor, fresh: torch.Tensor, old_names: Sequence[str], new_names: Sequence[str]
-                  ) -> Tuple[torch.Tensor, bool]:
+def _rows_by_name(old: torch.Tensor, fresh: torch.Tensor, old_names: Sequence[str], new_names: Sequence[str],
+                  init: Optional[Mapping[str, str]] = None) -> Tuple[torch.Tensor, bool]:
     """A class head (rows: classes, then no-object) for ``new_names`` from one for ``old_names``: a class's row is
-    its old row when the name is known, else the fresh initialisation; the no-object row is kept. Returns the
-    rows and whether every class was known."""
+    its old row when the name is known (or ``init[name]`` is), else the fresh initialisation; the no-object row is
+    kept. Returns the rows and whether every class was known by its own name."""
     index = {n: i for i, n in enumerate(old_names)}
     rows = fresh.detach().clone()
     for i, n in enumerate(new_names):
-        if n in index:
-            rows[i] = old[index[n]]
+        src = n if n in index else (init or {}).get(n)
+        if src in index:
+            rows[i] = old[index[src]]
     rows[-1] = old[-1]
     return rows.to(fresh.dtype), all(n in index for n in new_names)
 
