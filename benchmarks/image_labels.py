@@ -3,8 +3,9 @@
 official video AP (``evaluate_ytvis``) and IDF1 on held-out synthetic videos of the same objects.
 
 Before / after:
-* before: the starting model (``dvis-tiny-shapes``) adapted to the new classes and not trained (the class heads are
-  matched by name: every name is new, so they are fresh) - what ``dvis finetune`` validates before training;
+* before: the starting model (``dvis-tiny-shapes``) adapted to the new classes and not trained - what ``dvis
+  finetune`` validates before training (every name is new: with ``--class-init auto`` the new classes' head rows
+  start from the model's class that most of their training objects get, with ``none`` they are fresh);
 * after: the fine-tuned segmenter-only model (``--iters`` iterations on the images);
 * reference: the starting model with its classes renamed by hand (it was trained on 240k+ video frames of these
   shapes under their old names), run with its tracker and with its segmenter alone: the ceiling of this data.
@@ -42,6 +43,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the tiny preset's)")
+    p.add_argument("--class-init", choices=["auto", "none"], default="auto", help="head rows of the new classes")
     p.add_argument("--work", default=None, help="work folder (default: a temporary one, removed)")
     p.add_argument("--out", default="benchmarks/results/image_labels.json")
     args = p.parse_args()
@@ -66,6 +68,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         extra = {"lr": args.lr} if args.lr is not None else {}
+        extra["class_init"] = None if args.class_init == "none" else "auto"
         res = finetune(coco, work / "ft", model="dvis-tiny-shapes", stages="segmenter", iters=args.iters, val=val,
                        seed=args.seed, device="cpu", progress=False, log=lambda m: None, **extra)
         seconds = time.perf_counter() - t0
@@ -79,7 +82,7 @@ def main() -> None:
             "what": "COCO image labels (new class names) -> dvis finetune --stages segmenter -> segmenter-only video "
                     "model; video AP / IDF1 on held-out synthetic videos",
             "setup": {"images": args.images, "val_videos": args.val_videos, "iters": args.iters, "seed": args.seed,
-                      "lr": args.lr if args.lr is not None else "tiny preset (1e-4)",
+                      "lr": args.lr if args.lr is not None else "tiny preset (1e-4)", "class_init": args.class_init,
                       "threads": args.threads, "model": "dvis-tiny-shapes", "class_names": trained.cfg.class_names,
                       "category_ids": IDS, "cpu": platform.processor() or platform.machine(),
                       "torch": torch.__version__},
