@@ -215,7 +215,7 @@ def test_image_labels_to_a_video_model_at_the_300_iteration_budget(tmp_path):
     dvis-tiny-shapes (ids unsorted, polygons / RLE / uncompressed RLE) -> `dvis finetune --stages segmenter --iters
     300` -> a segmenter-only video model scoring a video AP >= 38 on unseen synthetic videos of at most 3 objects
     (CPU, ~2-4 minutes). On those videos the starting model's own segmenter, trained on 240k+ video frames of these
-    shapes, scores 55-58 AP; on the default preset's crowded scenes every model here scores 20-30 points lower."""
+    shapes, scores 55-60 AP; on the default preset's crowded scenes every model here scores 20-30 points lower."""
     from dvis_sdk.evaluation import evaluate_ytvis
     from dvis_sdk.training.datasets import load_frame
 
