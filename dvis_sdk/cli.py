@@ -293,12 +293,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     extra = {k: getattr(args, k) for k in ("batch_size", "grad_accum", "lr", "amp", "ckpt_every", "log_every")
              if getattr(args, k) is not None}
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    res = finetune(args.data, args.out, frames=args.frames, model=args.model, config=args.config,
+    warn = lambda msg: print(f"dvis: warning: {msg}", file=sys.stderr)  # noqa: E731  (also under --quiet)
+    data = args.data[0] if len(args.data) == 1 else args.data
+    res = finetune(data, args.out, frames=args.frames, model=args.model, config=args.config,
                    checkpoint=args.checkpoint, mode=args.mode, stages=args.stages, preset_name=args.preset,
                    iters=args.iters, val=args.val_data, val_frames=args.val_frames, holdout=args.holdout,
                    eval_every=args.eval_every, resume=args.resume, device=args.device, seed=args.seed,
                    progress=not args.quiet, trust_pickle=args.trust_pickle, num_frames=args.num_frames,
-                   noise=args.noise, noise_ratio=args.noise_ratio, log=log, **extra)
+                   noise=args.noise, noise_ratio=args.noise_ratio, data_ratio=args.data_ratio,
+                   class_map=args.class_map, keep_best=not args.keep_last,
+                   class_init=None if args.class_init == "none" else "auto", log=log, warn=warn, **extra)
     if not args.quiet and res.after:
         print(f"validation AP before {res.before.get('AP', float('nan')):.1f} -> after {res.after['AP']:.1f}")
     return 0
@@ -424,11 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     cv.set_defaults(func=cmd_convert)
 
-    ft = sub.add_parser("finetune", help="fine-tune a model on a YouTube-VIS style dataset (see docs/training.md)",
-                        description="Fine-tune the chosen stages (segmenter, tracker, refiner) of a model on a "
-                                    "YouTube-VIS dataset; the output folder loads with VideoSegmenter.from_pretrained.")
-    ft.add_argument("--data", required=True, help="dataset folder (annotation JSON + JPEGImages/) or the JSON")
-    ft.add_argument("--frames", default=None, help="frames folder, if not JPEGImages/ next to the annotation file")
+    ft = sub.add_parser("finetune", help="fine-tune a model on video (YouTube-VIS) or image (COCO) labels (see "
+                        "docs/training.md)",
+                        description="Fine-tune the chosen stages (segmenter, tracker, refiner) of a model on "
+                                    "YouTube-VIS videos and / or COCO images (each image becomes a pseudo-video "
+                                    "clip); the output folder loads with VideoSegmenter.from_pretrained.")
+    ft.add_argument("--data", required=True, action="append",
+                    help="YouTube-VIS folder (annotation JSON + JPEGImages/) or its JSON, or a COCO instance JSON "
+                         "(file_name relative to its folder); repeat to mix datasets (classes matched by name)")
+    ft.add_argument("--data-ratio", default=None, metavar="R1,R2",
+                    help="sampling weight of each --data, in order (official DATASET_RATIO; default equal)")
+    ft.add_argument("--class-map", default=None, metavar="OLD=NEW,...",
+                    help="rename classes before matching them across datasets (OLD=- drops a class)")
+    ft.add_argument("--class-init", choices=["auto", "none"], default="auto",
+                    help="head rows of classes new to the model: auto = from the model's class most of their "
+                         "training objects get; none = fresh")
+    ft.add_argument("--frames", default=None, help="frames / images folder of a single --data, if not JPEGImages/ "
+                    "(videos) or the JSON's folder (images)")
     ft.add_argument("--out", required=True, help="output folder (stage checkpoints, metrics, the fine-tuned model)")
     ft.add_argument("--model", default=None, help="manifest name or save_pretrained folder (default: the manifest's)")
     ft.add_argument("--config", default=None, help="official yaml or config.json (with --checkpoint)")
@@ -447,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--eval-every", type=int, default=None, help="validate every N iterations (default: at each "
                     "checkpoint)")
     ft.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    ft.add_argument("--keep-last", action="store_true", help="keep each stage's last iteration, not the one of best "
+                    "validation AP")
     ft.add_argument("--noise", choices=["none", "weighted_average", "crop_concat", "shuffle", "wa", "cc", "rs"],
                     default=None, help="tracker query noise (default: the model config's)")
     ft.add_argument("--noise-ratio", type=float, default=None, help="probability that a frame is noised")

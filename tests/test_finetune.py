@@ -81,14 +81,17 @@ def test_cli_embedded_model_with_a_new_class_count(dataset, tmp_path, capsys):
     assert "class head is new: train it too (--stages segmenter,tracker)" in err and "\n" not in err
     assert main(base + ["--out", str(tmp_path / "b"), "--stages", "segmenter,tracker"]) == 0
     log = capsys.readouterr().err
-    assert "class count 3 -> 4: the class heads are re-initialised" in log
-    assert "segmenter: 389/391 weights loaded" in log and "tracker: 52/54 weights loaded" in log
+    # the class heads are matched by name: the known classes keep their rows, "star" gets a fresh one
+    assert "matched by name (kept: ['circle', 'square', 'triangle']; new: ['star'])" in log
+    assert "segmenter: 391/391 weights loaded" in log and "tracker: 54/54 weights loaded" in log
     summary = json.loads((tmp_path / "b" / "finetune.json").read_text())
     assert sorted(summary["start"]["reinitialised"]) == ["decoder.class_embed.bias", "decoder.class_embed.weight",
                                                          "tracker.class_embed.bias", "tracker.class_embed.weight"]
     seg = VideoSegmenter.from_pretrained(tmp_path / "b")
     assert seg.cfg.segmenter.num_classes == 4 and seg.cfg.class_names == list(CATEGORIES) + ["star"]
     assert seg.model.decoder.class_embed.weight.shape[0] == 5
+    start = VideoSegmenter.from_pretrained("dvis-tiny-shapes").model.decoder.class_embed.bias
+    assert seg.model.decoder.class_embed.bias.shape == (5,) and start.shape == (4,)
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(dataset, saved, tmp_path, monkeypatch):
@@ -155,11 +158,13 @@ def test_pkl_segmenter_checkpoint_start(dataset, tmp_path, fixture_loader):
     assert len(rep.missing["segmenter"]) == 6 and all("reid_embed" in k for k in rep.missing["segmenter"])
     assert sorted(rep.reinitialised) == ["decoder.class_embed.bias", "decoder.class_embed.weight"]  # 5 -> 3 classes
     assert rep.loaded.get("tracker", 0) == 0 and len(rep.missing["tracker"]) == rep.total["tracker"]
-    assert rep.ignored == [] and any("tracker is not trained" in n for n in rep.notes)
+    # the tracker has no weights: the saved model is the segmenter alone (MinVIS association), said in a note
+    assert rep.ignored == [] and any("the model is the segmenter alone" in n for n in rep.notes)
     text = "\n".join(rep.lines())
     assert "segmenter: " in text and "missing (fresh init): 6" in text
     seg = VideoSegmenter.from_pretrained(tmp_path / "o")
     assert seg.cfg.segmenter.num_classes == 3 and seg.cfg.class_names == list(CATEGORIES)
+    assert seg.cfg.mode == "segmenter"
 
 
 def test_refiner_stage_converts_an_online_model_to_offline(dataset, saved, tmp_path):

@@ -2,6 +2,7 @@
 
 >>> from dvis_sdk.training import finetune                                          # doctest: +SKIP
 >>> finetune("my_ytvis/", "runs/ft", model="dvis-tiny-shapes", stages="segmenter,tracker", holdout=0.2)  # doctest: +SKIP
+>>> finetune("coco/annotations.json", "runs/img", stages="segmenter", val="my_ytvis_val/")  # doctest: +SKIP
 
 >>> from dvis_sdk.training import DenoisingTrainer, TrainConfig, VideoClipDataset   # doctest: +SKIP
 >>> from dvis_sdk import VideoSegmenter                                             # doctest: +SKIP
@@ -12,6 +13,9 @@
 See ``docs/training.md``.
 """
 from .datasets import Clip, DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks
+from .coco import CocoAnnotations, CocoClipDataset
+from .mixing import MixedClipDataset
+from .pseudo_video import PseudoVideoAugmentation
 from .config import PRESETS, TrainConfig, preset
 from .draws import Draws, ReplayDraws
 from .finetuning import FinetuneResult, finetune
@@ -23,4 +27,5 @@ from .start import FinetuneError, LoadReport
 __all__ = ["Clip", "DatasetError", "VideoClipDataset", "YTVISAnnotations", "convert_png_masks", "NOISE_MODES",
            "QueryNoiser", "apply_noise", "attach_noiser", "DenoisingTrainer", "RefinerTrainer", "SegmenterTrainer",
            "TrainConfig", "Trainer", "PRESETS", "preset", "Draws", "ReplayDraws", "finetune", "FinetuneResult",
-           "FinetuneError", "LoadReport"]
+           "FinetuneError", "LoadReport", "CocoAnnotations", "CocoClipDataset", "MixedClipDataset",
+           "PseudoVideoAugmentation"]

@@ -106,6 +106,7 @@ class YTVISAnnotations:
         self.class_names: List[str] = [str(c.get("name", c["id"])) for c in cats]
         cat_to_label = {cid: i for i, cid in enumerate(self.category_ids)}
 
+        self.problems: List[str] = []  # one line per entry dropped while reading
         self.videos: List[_Video] = []
         by_id: Dict[int, _Video] = {}
         for v in data["videos"]:
@@ -138,6 +139,14 @@ class YTVISAnnotations:
                 raise DatasetError(f"{self.source}: annotation {a.get('id', '?')} has {len(segs)} segmentations but "
                                    f"video {vid} has {len(video.file_names)} frames (frame count mismatch)")
             if a.get("iscrowd", 0):
+                continue
+            short = [f for f, sg in enumerate(segs) if isinstance(sg, list) and any(len(p) < 6 for p in sg)]
+            if short:  # decode_segmentation drops them: say so (the rest of the object is kept)
+                self.problems.append(f"{self.source}: annotation {a.get('id', '?')} (video {vid}) has polygons with "
+                                     f"fewer than 3 points in frame(s) {short[:5]}; those polygons are dropped")
+            if all(sg is None for sg in segs):
+                self.problems.append(f"{self.source}: annotation {a.get('id', '?')} (video {vid}) has an empty "
+                                     "mask in every frame; skipped")
                 continue
             video.tracks.append(_Track(int(a.get("id", len(video.tracks) + 1)), cat_to_label[cid], segs))
         if check_files:

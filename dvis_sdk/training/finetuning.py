@@ -1,6 +1,7 @@
-"""Fine-tuning on a custom YouTube-VIS dataset, as ``dvis finetune`` does it: :func:`finetune`.
+"""Fine-tuning on custom video (YouTube-VIS) and image (COCO) labels, as ``dvis finetune`` does it: :func:`finetune`.
 
-One call takes a dataset folder (annotation JSON + ``JPEGImages/``), a starting model (:mod:`.start`) and the stages
+One call takes one or more datasets (:mod:`.sources`: a YouTube-VIS folder, a COCO JSON; mixed by class name with
+sampling ratios), a starting model (:mod:`.start`) and the stages
 to train, then runs the stage trainers in order (segmenter -> tracker -> refiner), each in ``out/<stage>/`` with its
 own checkpoints, and writes the final model into ``out`` (``VideoSegmenter.from_pretrained(out)`` loads it) with
 ``out/finetune.json`` (the request, the load report, validation metrics before and after). ``resume=True`` skips
@@ -13,22 +14,26 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
 from ..models.dvis import OnlineDVIS
 from .config import PRESETS, TrainConfig, preset
-from .datasets import DatasetError, VideoClipDataset, YTVISAnnotations
-from .start import STAGES, FinetuneError, LoadReport, load_start_model
+from .datasets import YTVISAnnotations
+from .loop import BEST_DIR
+from .mixing import parse_class_map
+from .pseudo_video import PseudoVideoAugmentation
+from .sources import TrainSource, class_names_of, find_dataset, open_sources, ratios_of, stage_dataset
+from .start import STAGES, FinetuneError, LoadReport, load_start_model, module_of
 
 __all__ = ["finetune", "FinetuneResult", "FinetuneError", "find_dataset", "split_holdout", "STAGE_CLIPS"]
 
 PathLike = Union[str, Path]
 SUMMARY = "finetune.json"
 DONE = "stage_done.json"
-_ANN_NAMES = ("annotations.json", "train.json", "instances.json", "valid.json", "val.json")
+SEGMENTER_ONLY = "segmenter_only"  # where a better segmenter-only model is written beside the final one
+MAX_PROBLEM_LINES = 20
 
 #: clip sampling per stage (official DVIS++: 5-frame contiguous tracker clips, long reversible refiner clips)
 STAGE_CLIPS: Dict[str, Dict[str, Any]] = {
@@ -48,39 +53,6 @@ class FinetuneResult:
     before: Dict[str, float] = field(default_factory=dict)
     after: Dict[str, float] = field(default_factory=dict)
     report: Optional[LoadReport] = None
-
-
-def find_dataset(data: PathLike, frames: Optional[PathLike] = None) -> Tuple[Path, Path]:
-    """``(annotation json, frames folder)`` of a YouTube-VIS dataset given as its folder or its JSON file.
-
-    A folder holds one annotation JSON (``annotations.json`` / ``train.json`` / ... or the only ``*.json``) and the
-    frames in ``JPEGImages/`` (or ``<split>/JPEGImages/``, the official layout); a JSON file's frames are looked for
-    beside it. ``frames`` overrides the frames folder.
-    """
-    p = Path(data).expanduser()
-    if p.is_dir():
-        cands = [p / n for n in _ANN_NAMES if (p / n).is_file()] or sorted(p.glob("*.json"))
-        if not cands:
-            raise DatasetError(f"no annotation JSON in {p} (expected annotations.json / train.json / one *.json)")
-        if len(cands) > 1 and cands[0].name not in _ANN_NAMES:
-            raise DatasetError(f"several JSON files in {p} ({[c.name for c in cands]}): pass the annotation file")
-        ann = cands[0]
-    elif p.is_file():
-        ann = p
-    else:
-        raise DatasetError(f"annotation file not found: {p}")
-    if frames is not None:
-        root = Path(frames).expanduser()
-    else:
-        base = ann.parent
-        opts = [base / "JPEGImages", base / ann.stem / "JPEGImages", base]
-        root = next((o for o in opts[:2] if o.is_dir()), None)
-        if root is None:
-            raise DatasetError(f"no JPEGImages folder next to {ann} (looked in {opts[0]} and {opts[1]}); pass the "
-                               "frames folder (--frames)")
-    if not root.is_dir():
-        raise DatasetError(f"frames folder not found: {root}")
-    return ann, root
 
 
 def split_holdout(ann: PathLike, holdout: float, out_dir: PathLike, seed: int = 0) -> Tuple[Path, Path]:
@@ -114,7 +86,7 @@ def _parse_stages(stages: Union[str, Sequence[str]]) -> List[str]:
     return [s for s in STAGES if s in items]
 
 
-def _trainer(stage: str, model: OnlineDVIS, dataset: VideoClipDataset, out: Path, cfg: TrainConfig,
+def _trainer(stage: str, model: OnlineDVIS, dataset: Any, out: Path, cfg: TrainConfig,
              val: Optional[Tuple[Path, Path]], noise: Optional[str], noise_ratio: Optional[float]):
     from .stages import DenoisingTrainer, RefinerTrainer, SegmenterTrainer
 
@@ -125,52 +97,89 @@ def _trainer(stage: str, model: OnlineDVIS, dataset: VideoClipDataset, out: Path
     return RefinerTrainer(model, dataset, out, cfg, val)
 
 
-def _evaluate(model: OnlineDVIS, val: Tuple[Path, Path], device: str) -> Dict[str, float]:
-    from ..runtime import resolve_device
-    from .validation import evaluate_model
-
-    return evaluate_model(model, val[0], val[1], device=resolve_device(device))
-
-
-def _short(metrics: Dict[str, float]) -> str:
+def _short(metrics: Dict[str, Any]) -> str:
     keys = [k for k in ("AP", "AP50", "AP75", "IDF1", "HOTA") if k in metrics]
-    return " ".join(f"{k} {metrics[k]:.1f}" for k in keys)
+    text = " ".join(f"{k} {metrics[k]:.1f}" for k in keys)
+    alone = metrics.get("segmenter_only")
+    if isinstance(alone, dict):
+        text += " | segmenter alone (MinVIS association): " + _short(alone)
+    return text
 
 
-def finetune(data: PathLike, out: PathLike, *, frames: Optional[PathLike] = None, model: Optional[PathLike] = None,
-             config: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None, mode: Optional[str] = None,
+def _warn_lines(lines: Sequence[str], warn: Callable[[str], None]) -> None:
+    for line in lines[:MAX_PROBLEM_LINES]:
+        warn(line)
+    if len(lines) > MAX_PROBLEM_LINES:
+        warn(f"... and {len(lines) - MAX_PROBLEM_LINES} more skipped entries")
+
+
+def _segmenter_only_output(net: OnlineDVIS, todo: Sequence[str], report: LoadReport,
+                           class_names: Sequence[str]) -> bool:
+    """Whether the run's model is the segmenter alone (MinVIS association): only the segmenter is trained and the
+    tracker cannot serve these classes (its class head is new, it lacks weights, or the class names changed)."""
+    if net.cfg.mode == "segmenter":
+        return True
+    if todo != ["segmenter"]:
+        return False
+    tracker_new = bool(report.missing.get("tracker")) or any(module_of(k) == "tracker" for k in report.reinitialised)
+    renamed = report.start_class_names is not None and list(report.start_class_names) != list(class_names)
+    return tracker_new or renamed
+
+
+def finetune(data: Union[PathLike, Sequence[PathLike]], out: PathLike, *, frames: Optional[PathLike] = None,
+             model: Optional[PathLike] = None, config: Optional[PathLike] = None,
+             checkpoint: Optional[PathLike] = None, mode: Optional[str] = None,
              stages: Union[str, Sequence[str]] = ("tracker",), preset_name: str = "tiny",
              iters: Optional[int] = None, val: Optional[PathLike] = None, val_frames: Optional[PathLike] = None,
              holdout: float = 0, eval_every: Optional[int] = None, evaluate_before: bool = True,
              resume: bool = False, device: str = "auto", seed: int = 0, progress: bool = True,
              trust_pickle: bool = False, num_frames: Optional[int] = None, noise: Optional[str] = None,
-             noise_ratio: Optional[float] = None, log: Optional[Callable[[str], None]] = None,
+             noise_ratio: Optional[float] = None, data_ratio: Union[str, Sequence[float], None] = None,
+             class_map: Union[str, Mapping[str, str], None] = None, keep_best: bool = True,
+             pseudo_augmentation: Optional[PseudoVideoAugmentation] = None,
+             class_init: Union[str, Mapping[str, str], None] = "auto",
+             log: Optional[Callable[[str], None]] = None, warn: Optional[Callable[[str], None]] = None,
              **train_overrides: Any) -> FinetuneResult:
-    """Fine-tune a model on a YouTube-VIS dataset; returns a :class:`FinetuneResult`.
+    """Fine-tune a model on video (YouTube-VIS) and / or image (COCO) labels; returns a :class:`FinetuneResult`.
 
     Args:
-        data: the dataset folder (annotation JSON + ``JPEGImages/``) or its annotation JSON (see
-            :func:`find_dataset`; ``frames`` overrides the frames folder).
-        out: output folder: ``<stage>/`` (checkpoints, ``metrics.jsonl``), ``splits/``, the final model,
-            ``finetune.json``.
+        data: a dataset folder or annotation JSON, or a list of them to mix: YouTube-VIS (JSON + ``JPEGImages/``,
+            see :func:`find_dataset`) or COCO instance JSON (``file_name`` relative to its folder; each image
+            becomes a pseudo-video clip, :mod:`.pseudo_video`). ``frames`` overrides the frames / images folder
+            of a single dataset.
+        out: output folder: ``<stage>/`` (checkpoints, ``metrics.jsonl``, ``best/``), ``splits/``, the final
+            model, ``finetune.json``.
         model: manifest name or ``save_pretrained`` folder (default: the manifest's default model); or ``config``
             (official yaml or our ``config.json``) + ``checkpoint`` (``.pth`` / ``.pkl`` / ``.safetensors``, read
             with a restricted unpickler unless ``trust_pickle``).
         mode: ``"offline"`` turns an online model into an offline one with a fresh refiner (train it with the
             ``refiner`` stage); ``"online"`` drops a refiner.
         stages: any of ``segmenter``, ``tracker``, ``refiner`` (a list or ``"segmenter,tracker"``); run in that order.
+            Training only the segmenter for classes the tracker does not know saves a segmenter-only video model
+            (``mode="segmenter"``: queries associated frame to frame by embedding similarity, the official MinVIS).
         preset_name: :data:`~dvis_sdk.training.config.PRESETS` (``tiny`` tens of videos, ``small`` hundreds,
             ``official``); ``iters`` and ``train_overrides`` (any :class:`TrainConfig` field) override it.
-        val / val_frames: a validation split (folder or JSON); or ``holdout`` videos (count, or fraction if < 1)
-            of ``data`` held out (written to ``out/splits``). Evaluated before training (``evaluate_before``),
-            every ``eval_every`` iterations (default: at each checkpoint) and at the end: AP, and IDF1 / HOTA with
-            ``trackeval`` installed.
+        val / val_frames: a YouTube-VIS validation split (folder or JSON); or ``holdout`` videos (count, or fraction
+            if < 1) of a single video ``data`` held out (written to ``out/splits``). Evaluated before training
+            (``evaluate_before``), every ``eval_every`` iterations (default: at each checkpoint) and at the end: AP,
+            and IDF1 / HOTA with ``trackeval`` installed; a model with a tracker is also scored with its segmenter
+            alone. Validation classes are matched to the model's by name.
         resume: continue a killed run in ``out``: finished stages are kept, the current one resumes exactly.
         num_frames: frames per training clip for every stage (default :data:`STAGE_CLIPS`).
         noise / noise_ratio: the tracker's query noise (default: the model config's).
-        log: where progress messages go (default: stderr).
+        data_ratio: sampling weight of each ``data`` set (official ``DATASET_RATIO``; ``"1,0.75"`` or a list).
+        class_map: renames classes before they are matched across sets (``{"person": "human"}`` or
+            ``"person=human,bicycle=-"``; ``-`` drops a class).
+        keep_best: with validation, keep each stage's iteration of best validation AP rather than its last.
+        pseudo_augmentation: how images become clips (default: the official pseudo-video settings).
+        class_init: where the head rows of classes the starting model does not know by name start: ``"auto"``
+            from the start class most of their training objects get from the starting model
+            (:mod:`.class_transfer`), a ``{new: start class}`` dict, or None (fresh rows).
+        log: where progress messages go (default: stderr); ``warn``: where skipped entries and other warnings go
+            (default: stderr; keep it when silencing ``log``).
     """
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     out = Path(out).expanduser()
     todo = _parse_stages(stages)
     if preset_name not in PRESETS:
@@ -182,24 +191,55 @@ def finetune(data: PathLike, out: PathLike, *, frames: Optional[PathLike] = None
     if (out / SUMMARY).is_file() and not resume:
         raise FinetuneError(f"{out} already holds a fine-tuning run: pass --resume to continue it or choose another "
                             "output folder")
-    ann, root = find_dataset(data, frames)
+    sources = open_sources(data, frames)
+    for s in sources:
+        _warn_lines(s.problems, warn)
+    ratios = ratios_of(data_ratio, len(sources))
+    cmap = parse_class_map(class_map) if isinstance(class_map, str) else dict(class_map or {})
+    class_names, unmatched = class_names_of(sources, cmap)
+    if unmatched:
+        warn(unmatched)
     val_split: Optional[Tuple[Path, Path]] = None
     if val is not None:
         if holdout:
             raise FinetuneError("give either a validation split or a hold-out, not both")
         val_split = find_dataset(val, val_frames)
     elif holdout:
-        ann, va = split_holdout(ann, holdout, out / "splits", seed)
-        val_split = (va, root)
-    train_ann = YTVISAnnotations(ann, root)
+        if len(sources) != 1 or sources[0].kind != "ytvis":
+            raise FinetuneError("a hold-out is drawn from a single video dataset; give a validation split (--val-data)")
+        tr, va = split_holdout(sources[0].path, holdout, out / "splits", seed)
+        sources = [TrainSource(tr, sources[0].root, YTVISAnnotations(tr, sources[0].root), "ytvis")]
+        val_split = (va, sources[0].root)
     if val_split is not None:
-        YTVISAnnotations(*val_split)  # fail now, not after the first stage
+        from .validation import category_mapping
 
-    net, report = load_start_model(train_ann.class_names, todo, model=model, config=config, checkpoint=checkpoint,
-                                   mode=mode, trust_pickle=trust_pickle, seed=seed)
+        val_ann = YTVISAnnotations(*val_split)  # fail now, not after a stage
+        _, missing = category_mapping(class_names, val_ann)
+        if missing:
+            say(f"validation: {val_split[0]} has no class {missing}: their predictions are not scored")
+        unknown = [n for n in val_ann.class_names if n not in class_names]
+        if unknown:
+            warn(f"validation: the model learns no class {unknown} of {val_split[0]}: they score 0 AP (rename with "
+                 "--class-map, or drop them from the validation file)")
+
+    init = _class_init(class_init, class_names, sources, cmap, ratios, model, config, checkpoint, trust_pickle,
+                       seed) if class_init == "auto" else dict(class_init or {})
+    net, report = load_start_model(class_names, todo, model=model, config=config, checkpoint=checkpoint,
+                                   mode=mode, trust_pickle=trust_pickle, seed=seed, class_init=init)
+    if init:
+        report.notes.append("new classes start from the class the starting model gives most of their objects: " +
+                            ", ".join(f"{k} <- {v}" for k, v in init.items()) + " (class_init=None: fresh rows)")
     if "refiner" in todo and getattr(net, "refiner", None) is None:
         raise FinetuneError("the refiner stage needs an offline model: this one is online; pass mode='offline' "
                             "(--mode offline) to add a fresh refiner to it")
+    if _segmenter_only_output(net, todo, report, class_names) and net.cfg.mode != "segmenter":
+        from ..models.minvis import segmenter_only
+
+        net = segmenter_only(net, class_names)
+        report.notes = [n for n in report.notes if not n.startswith("the tracker ")]
+        report.notes.append("only the segmenter is trained for classes its tracker does not know: the model is the "
+                            "segmenter alone (queries matched frame to frame, official MinVIS); train the tracker "
+                            "too (--stages segmenter,tracker) for a DVIS++ model")
     for line in report.lines():
         say(line)
     overrides = {"seed": seed, "device": device, "progress": progress, **train_overrides}
@@ -217,72 +257,154 @@ def finetune(data: PathLike, out: PathLike, *, frames: Optional[PathLike] = None
     if summary.get("stages") not in (None, todo):
         raise FinetuneError(f"{out} holds a run of the stages {','.join(summary['stages'])}: resume it with the same "
                             "stages, or choose another output folder")
-    summary.update({"data": str(ann), "frames": str(root), "val": [str(p) for p in val_split] if val_split else None,
-                    "stages": todo, "preset": preset_name, "start": report.to_dict(),
-                    "class_names": list(train_ann.class_names)})
+    summary.update({"data": [str(s.path) for s in sources], "kinds": [s.kind for s in sources],
+                    "frames": [str(s.root) for s in sources], "data_ratio": ratios, "class_map": cmap,
+                    "val": [str(p) for p in val_split] if val_split else None, "stages": todo,
+                    "preset": preset_name, "start": report.to_dict(), "class_names": list(class_names),
+                    "model_mode": net.cfg.mode})
     result = FinetuneResult(out, todo, report=report)
     if val_split is not None and evaluate_before:
         if "before" not in summary:
-            summary["before"] = _evaluate(net, val_split, device)
+            summary["before"] = _validate(net, val_split, device)
         result.before = summary["before"]
         say(f"validation before: {_short(result.before)}")
     (out / SUMMARY).write_text(json.dumps(_clean(summary), indent=2))
 
-    last_eval: Optional[Dict[str, float]] = None
+    plan = _Plan(sources, cfg, val_split, resume, num_frames, noise, noise_ratio, cmap, ratios, keep_best,
+                 pseudo_augmentation)
+    kept_eval: Optional[Dict[str, Any]] = None
     for stage in todo:
-        net, last_eval = _run_stage(stage, net, train_ann, out, cfg, val_split, resume, num_frames, noise,
-                                    noise_ratio, say)
+        net, kept_eval = _run_stage(stage, net, out, plan, say)
 
     from ..weights import write_pretrained
     from .utils import export_state_dict
 
     write_pretrained(out, net.cfg, export_state_dict(net))
     if val_split is not None:
-        # the last stage validated its final weights already (the same model as the export)
-        result.after = last_eval if last_eval is not None else _evaluate(net, val_split, device)
+        # the last stage validated the kept weights already (the same model as the export)
+        result.after = _validate(net, val_split, device, known=kept_eval)
         summary["after"] = result.after
         say(f"validation after: {_short(result.after)}")
+        verdict = _tracker_verdict(net, result.after, out)
+        if verdict:
+            warn(verdict)
     summary["done"] = True
     (out / SUMMARY).write_text(json.dumps(_clean(summary), indent=2))
-    say(f"fine-tuned ({','.join(todo)}) -> {out} (load with VideoSegmenter.from_pretrained({str(out)!r}))")
+    kind = "segmenter-only video model" if net.cfg.mode == "segmenter" else f"{net.cfg.mode} model"
+    say(f"fine-tuned ({','.join(todo)}) -> {out}: a {kind} (load with VideoSegmenter.from_pretrained({str(out)!r}))")
     return result
 
 
-def _run_stage(stage: str, net: OnlineDVIS, ann: YTVISAnnotations, out: Path, cfg: TrainConfig,
-               val: Optional[Tuple[Path, Path]], resume: bool, num_frames: Optional[int], noise: Optional[str],
-               noise_ratio: Optional[float],
-               say: Callable[[str], None]) -> Tuple[OnlineDVIS, Optional[Dict[str, float]]]:
-    """Train one stage in ``out/<stage>`` (or reload it when a resumed run finished it); returns the model and
-    its validation metrics at the last iteration (None when not validated there)."""
+def _class_init(mode: str, class_names: Sequence[str], sources: Sequence[TrainSource], cmap: Mapping[str, str],
+                ratios: Optional[List[float]], model: Optional[PathLike], config: Optional[PathLike],
+                checkpoint: Optional[PathLike], trust_pickle: bool, seed: int) -> Dict[str, str]:
+    """``class_init="auto"``: vote with the unchanged starting model on a few training clips (still frames)."""
+    from .class_transfer import class_init_from_votes, vote_classes
+    from .start import load_source_model
+
+    start = load_source_model(model=model, config=config, checkpoint=checkpoint, trust_pickle=trust_pickle)
+    old = list(start.cfg.class_names or [])
+    if not old or all(n in old for n in class_names):
+        return {}
+    still = PseudoVideoAugmentation(rotation=(0.0, 0.0), crop_prob=0.0, flip_prob=0.0)
+    inp = start.cfg.input
+    data = stage_dataset(sources, {"num_frames": 1, "frame_range": 1}, inp.min_size_test, inp.max_size_test, cmap,
+                         ratios, still)
+    return class_init_from_votes(vote_classes(start, data, seed=seed), class_names, old)
+
+
+def _validate(net: OnlineDVIS, val: Tuple[Path, Path], device: str,
+              known: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    from ..runtime import resolve_device
+    from .validation import evaluate_with_segmenter_only
+
+    return evaluate_with_segmenter_only(net, val[0], val[1], device=resolve_device(device), known=known)
+
+
+def _tracker_verdict(net: OnlineDVIS, after: Mapping[str, Any], out: Path) -> Optional[str]:
+    """One line when the model's tracker scores a lower AP than its segmenter alone; that model is then written to
+    ``out/segmenter_only`` so the line can say how to run it."""
+    alone = after.get("segmenter_only")
+    if not isinstance(alone, dict) or not alone.get("AP", float("nan")) > after.get("AP", float("nan")):
+        return None  # also when either AP is undefined (nan: nothing to score)
+    from ..models.minvis import segmenter_only
+    from ..weights import write_pretrained
+    from .utils import export_state_dict
+
+    m = segmenter_only(net)
+    write_pretrained(out / SEGMENTER_ONLY, m.cfg, export_state_dict(m))
+    idf1 = (f", IDF1 {after['IDF1']:.1f} vs {alone['IDF1']:.1f}" if "IDF1" in after and "IDF1" in alone else "")
+    return (f"the trained tracker is worse than the segmenter alone on the validation set (AP {after['AP']:.1f} vs "
+            f"{alone['AP']:.1f}{idf1}): run the segmenter-only model with VideoSegmenter.from_pretrained("
+            f"{str(out / SEGMENTER_ONLY)!r}) or `dvis predict --model {out / SEGMENTER_ONLY}`")
+
+
+@dataclass
+class _Plan:
+    """What every stage of one run shares."""
+
+    sources: List[TrainSource]
+    cfg: TrainConfig
+    val: Optional[Tuple[Path, Path]]
+    resume: bool
+    num_frames: Optional[int]
+    noise: Optional[str]
+    noise_ratio: Optional[float]
+    class_map: Dict[str, str]
+    ratios: Optional[List[float]]
+    keep_best: bool
+    augmentation: Optional[PseudoVideoAugmentation]
+
+
+def _run_stage(stage: str, net: OnlineDVIS, out: Path, plan: _Plan, say: Callable[[str], None]
+               ) -> Tuple[OnlineDVIS, Optional[Dict[str, Any]]]:
+    """Train one stage in ``out/<stage>`` (or reload it when a resumed run finished it); with validation, the
+    iteration of best validation AP is kept (``plan.keep_best``). Returns the model and its validation metrics
+    (None when it was not validated at the kept iteration)."""
+    from ..weights import load_pretrained
     from .checkpoint import CHECKPOINT_DIR
 
     sdir = out / stage
-    if resume and (sdir / DONE).is_file():
-        from ..weights import load_pretrained
-
+    if plan.resume and (sdir / DONE).is_file():
         _, sd = load_pretrained(sdir)
         net.load_state_dict(sd, strict=True)
         net.cfg = type(net.cfg).from_json(sdir / "config.json")
         say(f"{stage}: already trained (kept from {sdir})")
         return net, None
     clips = dict(STAGE_CLIPS[stage])
-    if num_frames is not None:
-        clips.update(num_frames=num_frames, frame_range=max(num_frames // 2, 1))
+    if plan.num_frames is not None:
+        clips.update(num_frames=plan.num_frames, frame_range=max(plan.num_frames // 2, 1))
     inp = net.cfg.input
     # the inference resize: shortest edge to the test size, capped by the test max size (ops.preprocess)
-    dataset = VideoClipDataset(ann, min_sizes=(inp.min_size_test,), max_size=inp.max_size_test, **clips)
-    trainer = _trainer(stage, net, dataset, sdir, cfg, val, noise, noise_ratio)
+    dataset = stage_dataset(plan.sources, clips, inp.min_size_test, inp.max_size_test, plan.class_map, plan.ratios,
+                            plan.augmentation)
+    cfg = plan.cfg
+    trainer = _trainer(stage, net, dataset, sdir, cfg, plan.val, plan.noise, plan.noise_ratio)
     has_ckpt = (sdir / CHECKPOINT_DIR / "last").is_file()
-    if has_ckpt and resume:
+    if has_ckpt and plan.resume:
         say(f"{stage}: resuming from iteration {trainer.resume()}")
     elif has_ckpt:
         raise FinetuneError(f"{sdir} holds checkpoints of an earlier run: pass --resume or choose another output")
     elif (sdir / "metrics.jsonl").is_file():
         (sdir / "metrics.jsonl").unlink()  # killed before its first checkpoint: starts over
-    say(f"{stage}: training {cfg.iters} iterations on {len(ann)} videos ({dataset.num_frames}-frame clips)")
+    what = " + ".join(s.describe() for s in plan.sources)
+    say(f"{stage}: training {cfg.iters} iterations on {what} ({dataset.num_frames}-frame clips)")
     trainer.train()
-    (sdir / DONE).write_text(json.dumps({"iter": trainer.iter, "last_eval": _clean(trainer.last_eval)}))
-    return trainer.model, trainer.last_eval
+    best, last = trainer.best_eval, trainer.last_eval
+    kept, kept_eval = trainer.iter, last
+    if plan.keep_best and best is not None and last is not None and best["AP"] > last.get("AP", float("-inf")):
+        _, sd = load_pretrained(sdir / BEST_DIR)
+        net.load_state_dict(sd, strict=True)
+        kept, kept_eval = int(best["iter"]), {k: v for k, v in best.items() if k != "iter"}
+        say(f"{stage}: kept iteration {kept} (validation AP {best['AP']:.1f}) rather than the last, {trainer.iter} "
+            f"(AP {last['AP']:.1f})")
+        from ..weights import write_pretrained
+        from .utils import export_state_dict
+
+        write_pretrained(sdir, net.cfg, export_state_dict(net))
+    (sdir / DONE).write_text(json.dumps({"iter": trainer.iter, "kept_iter": kept, "last_eval": _clean(last),
+                                         "best_eval": _clean(best)}))
+    return trainer.model, kept_eval
 
 
 def _clean(x: Any) -> Any:

@@ -33,9 +33,11 @@ from .draws import Draws
 from .matcher import HungarianMatcher
 from .utils import export_state_dict, param_groups
 
-__all__ = ["Trainer", "set_trainable", "grad_scaler"]
+__all__ = ["Trainer", "set_trainable", "grad_scaler", "BEST_DIR"]
 
 PathLike = Union[str, Path]
+#: sub-folder of ``out_dir`` holding the model of the best validation AP so far (``best.json``: its metrics)
+BEST_DIR = "best"
 
 
 class Trainer:
@@ -83,6 +85,8 @@ class Trainer:
         self.criterion = self._build_criterion().to(self.device)
         self._eval_warned = False
         self.last_eval: Optional[Dict[str, float]] = None
+        #: the best periodic validation so far (``iter`` + metrics); its model is in ``out_dir/best``
+        self.best_eval: Optional[Dict[str, float]] = None
 
     # ------------------------------------------------------------------ to override
     def _prepare_model(self) -> None:
@@ -252,11 +256,23 @@ class Trainer:
             return
         self.last_eval = metrics
         self.log({"iter": self.iter, "eval": metrics})
+        self._keep_best(metrics)
         if self.cfg.progress:
             from tqdm import tqdm
 
             shown = " ".join(f"{k} {metrics[k]:.1f}" for k in ("AP", "AP50", "IDF1", "HOTA") if k in metrics)
             tqdm.write(f"[{self.kind} {self.iter}/{self.cfg.iters}] validation: {shown}")
+
+    def _keep_best(self, metrics: Dict[str, float]) -> None:
+        """Export the model into ``out_dir/best`` when its validation AP beats every earlier one (ties: the earlier
+        model stays), so a run can keep its best iteration rather than its last."""
+        ap = metrics.get("AP")
+        if ap is None or not np.isfinite(ap) or (self.best_eval is not None and ap <= self.best_eval["AP"]):
+            return
+        self.best_eval = {"iter": self.iter, **metrics}
+        best = self.out_dir / BEST_DIR
+        self.export(best)
+        (best / "best.json").write_text(json.dumps(ckpt.jsonable(self.best_eval)))
 
     def inference_model(self) -> OnlineDVIS:
         """The model for inference (the training model itself, unless its layout differs, e.g. trainable BN)."""
@@ -275,7 +291,12 @@ class Trainer:
     def resume(self, path: Optional[PathLike] = None) -> int:
         """Restore model, optimizer, iteration and RNG states from a checkpoint folder (default: the latest in
         ``out_dir``). Returns the iteration reached."""
-        return ckpt.resume(self, path)
+        it = ckpt.resume(self, path)
+        best = self.out_dir / BEST_DIR / "best.json"
+        if best.is_file():  # a best model written after this checkpoint belongs to the lost part of the run
+            rec = json.loads(best.read_text())
+            self.best_eval = rec if int(rec.get("iter", it + 1)) <= it else None
+        return it
 
     def export(self, directory: Optional[PathLike] = None) -> Path:
         """Write the model (inference layout) as ``config.json`` + ``model.safetensors``; returns the folder."""

@@ -17,7 +17,8 @@ import torch
 from ..config import DVISConfig
 from ..models.dvis import OnlineDVIS, build_model
 
-__all__ = ["STAGES", "STAGE_MODULES", "FinetuneError", "LoadReport", "load_start_model", "module_of"]
+__all__ = ["STAGES", "STAGE_MODULES", "FinetuneError", "LoadReport", "load_start_model", "load_source_model",
+           "module_of"]
 
 PathLike = Union[str, Path]
 STAGES: Tuple[str, ...] = ("segmenter", "tracker", "refiner")
@@ -47,6 +48,8 @@ class LoadReport:
     reinitialised: List[str] = field(default_factory=list)
     ignored: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: the starting model's class names (None when it has none)
+    start_class_names: Optional[List[str]] = None
 
     def lines(self) -> List[str]:
         """Human-readable summary, one line per stage and per note."""
@@ -58,7 +61,7 @@ class LoadReport:
             extra = f"; missing (fresh init): {len(miss)} e.g. {miss[:3]}" if miss else ""
             out.append(f"  {s}: {self.loaded.get(s, 0)}/{self.total[s]} weights loaded{extra}")
         if self.reinitialised:
-            out.append(f"  re-initialised (new class count): {self.reinitialised}")
+            out.append(f"  re-initialised (new classes): {self.reinitialised}")
         if self.ignored:
             out.append(f"  ignored checkpoint keys (no place in this model): {len(self.ignored)} e.g. "
                        f"{self.ignored[:3]}")
@@ -117,46 +120,73 @@ def _source_weights(model: Optional[PathLike], config: Optional[PathLike], check
 
 
 def _target_config(cfg: DVISConfig, class_names: Sequence[str], mode: Optional[str],
-                   report: LoadReport) -> DVISConfig:
+                   report: LoadReport, stages: Sequence[str] = ()) -> DVISConfig:
     d = cfg.to_dict()
+    if cfg.mode == "segmenter" and mode is None and any(s in stages for s in ("tracker", "refiner")):
+        mode = "online"  # a segmenter-only start gets a fresh tracker to train
     if mode is not None and mode != cfg.mode:
         d["mode"] = mode
         d["refiner"] = None if mode == "online" else d.get("refiner")  # offline: DVISConfig adds a default one
-        report.notes.append(f"mode {cfg.mode} -> {mode}" + (": a fresh refiner is added" if mode == "offline" else
-                                                             ": the refiner is dropped"))
+        what = {"offline": ": a fresh refiner is added", "online": ": the refiner is dropped"}.get(mode, "")
+        if cfg.mode == "segmenter":
+            what = ": a fresh tracker is added" + (" and a fresh refiner" if mode == "offline" else "")
+        report.notes.append(f"mode {cfg.mode} -> {mode}{what}")
     old_k, new_k = cfg.segmenter.num_classes, len(class_names)
-    if old_k != new_k:
+    if cfg.class_names and list(cfg.class_names) != list(class_names):
+        kept = [n for n in class_names if n in cfg.class_names]
+        report.notes.append(f"class names {list(cfg.class_names)} -> {list(class_names)}: the class heads are matched "
+                            f"by name (kept: {kept}; new: {[n for n in class_names if n not in kept]})")
+    elif old_k != new_k:
         report.notes.append(f"class count {old_k} -> {new_k}: the class heads are re-initialised")
-    elif cfg.class_names and list(cfg.class_names) != list(class_names):
-        report.notes.append(f"class names {list(cfg.class_names)} -> {list(class_names)} (same count: heads kept)")
     d["segmenter"]["num_classes"] = new_k
     d["class_names"] = list(class_names)
     return DVISConfig.from_dict(d)
 
 
+def load_source_model(*, model: Optional[PathLike] = None, config: Optional[PathLike] = None,
+                      checkpoint: Optional[PathLike] = None, trust_pickle: bool = False) -> OnlineDVIS:
+    """The starting model as it is (its own classes; weights it lacks stay freshly initialised), in eval mode."""
+    cfg, sd, _ = _source_weights(model, config, checkpoint, trust_pickle)
+    net = build_model(cfg)
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items() if k in own and own[k].shape == v.shape},
+                        strict=False)
+    return net.eval()
+
+
 def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model: Optional[PathLike] = None,
                      config: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
-                     mode: Optional[str] = None, trust_pickle: bool = False,
-                     seed: int = 0) -> Tuple[OnlineDVIS, LoadReport]:
+                     mode: Optional[str] = None, trust_pickle: bool = False, seed: int = 0,
+                     class_init: Optional[Mapping[str, str]] = None) -> Tuple[OnlineDVIS, LoadReport]:
     """Build the model to fine-tune for ``class_names`` and load the starting weights into it non-strictly.
 
     Keys of the right shape are loaded; class heads whose size changed keep their fresh (seeded) initialisation;
     keys the checkpoint lacks stay freshly initialised. Raises :class:`FinetuneError` when a module that comes
     before a trained stage (and so stays frozen while it feeds it) lacks weights or had its class head replaced,
     or when a non-class weight has the wrong shape (the config does not describe the checkpoint).
+    ``class_init`` ``{new class: start class}`` starts a new class's head rows from a start class's
+    (:mod:`.class_transfer`); they still count as new (the head must be trained).
     """
     cfg, sd, source = _source_weights(model, config, checkpoint, trust_pickle)
-    report = LoadReport(source)
-    target = _target_config(cfg, class_names, mode, report)
+    report = LoadReport(source, start_class_names=list(cfg.class_names) if cfg.class_names else None)
+    target = _target_config(cfg, class_names, mode, report, stages)
     torch.manual_seed(seed)  # fresh heads / refiner: the same initialisation on a resumed run
     net = build_model(target)
     own = net.state_dict()
     load: Dict[str, torch.Tensor] = {}
+    old_names = report.start_class_names
+    by_name = old_names is not None and list(old_names) != list(class_names)
     for k, v in own.items():
         s = module_of(k)
         report.total[s] = report.total.get(s, 0) + 1
         if k not in sd:
             report.missing.setdefault(s, []).append(k)
+        elif by_name and ".class_embed." in k and sd[k].shape[1:] == v.shape[1:] and \
+                sd[k].shape[0] == len(old_names) + 1:  # type: ignore[arg-type]
+            load[k], complete = _rows_by_name(sd[k], v, old_names, class_names, class_init)  # type: ignore[arg-type]
+            report.loaded[s] = report.loaded.get(s, 0) + 1
+            if not complete:
+                report.reinitialised.append(k)
         elif tuple(sd[k].shape) != tuple(v.shape):
             if ".class_embed." not in k:
                 raise FinetuneError(f"weight {k} has shape {tuple(sd[k].shape)} in the checkpoint but "
@@ -172,6 +202,21 @@ def load_start_model(class_names: Sequence[str], stages: Sequence[str], *, model
     net.load_state_dict(load, strict=False)
     _check_upstream(report, stages)
     return net, report
+
+
+def _rows_by_name(old: torch.Tensor, fresh: torch.Tensor, old_names: Sequence[str], new_names: Sequence[str],
+                  init: Optional[Mapping[str, str]] = None) -> Tuple[torch.Tensor, bool]:
+    """A class head (rows: classes, then no-object) for ``new_names`` from one for ``old_names``: a class's row is
+    its old row when the name is known (or ``init[name]`` is), else the fresh initialisation; the no-object row is
+    kept. Returns the rows and whether every class was known by its own name."""
+    index = {n: i for i, n in enumerate(old_names)}
+    rows = fresh.detach().clone()
+    for i, n in enumerate(new_names):
+        src = n if n in index else (init or {}).get(n)
+        if src in index:
+            rows[i] = old[index[src]]
+    rows[-1] = old[-1]
+    return rows.to(fresh.dtype), all(n in index for n in new_names)
 
 
 def _check_upstream(report: LoadReport, stages: Sequence[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ from scipy.optimize import linear_sum_assignment
 
 from .datasets import YTVISAnnotations, decode_segmentation, load_frame
 
-__all__ = ["predict_split", "evaluate_model", "id_switches", "load_evaluator"]
+__all__ = ["predict_split", "evaluate_model", "evaluate_with_segmenter_only", "category_mapping", "id_switches",
+           "load_evaluator"]
 
 PathLike = Union[str, Path]
 
@@ -33,6 +34,8 @@ def predict_split(model: Any, ann: YTVISAnnotations, *, device: Union[str, torch
     from ..inference.predictor import VideoSegmenter
 
     seg = model if isinstance(model, VideoSegmenter) else VideoSegmenter(model, device=device)
+    names = getattr(getattr(seg.model, "cfg", None), "class_names", None)
+    to_category, _ = category_mapping(names or seg.model.num_classes, ann)
     results: List[dict] = []
     for video in ann.videos[: max_videos]:
         frames = np.stack([load_frame(ann.frames_root / f) for f in video.file_names])
@@ -40,10 +43,28 @@ def predict_split(model: Any, ann: YTVISAnnotations, *, device: Union[str, torch
         if score_threshold:
             res = res.filter(score_threshold)
         results += res.to_ytvis(video_id=video.id, category_offset=0)
-    # our labels are contiguous; the file's category ids are not necessarily 1..K
+    # our labels are contiguous model labels; the file's categories are matched by name (ids need not be 1..K, and
+    # a class the split does not have cannot be scored: its predictions are dropped)
+    out = []
     for r in results:
-        r["category_id"] = ann.category_ids[r["category_id"]]
-    return results
+        label = r["category_id"]
+        cid = to_category[label] if 0 <= label < len(to_category) else None
+        if cid is not None:
+            out.append({**r, "category_id": cid})
+    return out
+
+
+def category_mapping(model_classes: Union[Sequence[str], int], ann: YTVISAnnotations
+                     ) -> Tuple[List[Optional[int]], List[str]]:
+    """Model label -> the split's category id, matched by class name (``model_classes``: the names; or a class
+    count when the model has none, then label ``i`` is the split's ``i``-th category). Returns the mapping (None
+    where the split has no such class) and the model's class names missing from the split."""
+    if isinstance(model_classes, int):
+        ids = [ann.category_ids[i] if i < len(ann.category_ids) else None for i in range(model_classes)]
+        return ids, [str(i) for i in range(len(ann.category_ids), model_classes)]
+    by_name = dict(zip(ann.class_names, ann.category_ids))
+    ids = [by_name.get(n) for n in model_classes]
+    return ids, [n for n, i in zip(model_classes, ids) if i is None]
 
 
 def id_switches(gt: Union[PathLike, Mapping[str, Any]], results: Sequence[Mapping[str, Any]],
@@ -125,4 +146,20 @@ def evaluate_model(model: Any, ann_json: Union[PathLike, Mapping[str, Any]], fra
                            id_switches_per_matched=t["id_switches_per_matched"])
         except ImportError:
             pass
+    return metrics
+
+
+def evaluate_with_segmenter_only(model: Any, ann_json: Union[PathLike, Mapping[str, Any]], frames_root: PathLike, *,
+                                 device: Union[str, torch.device] = "cpu",
+                                 known: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """:func:`evaluate_model` of ``model`` (``known``: its metrics, already computed) and, when it has a tracker,
+    of its segmenter alone (the official MinVIS association, :func:`dvis_sdk.models.minvis.segmenter_only`) under
+    ``"segmenter_only"``: what the trained tracker adds over plain embedding matching."""
+    metrics: Dict[str, Any] = dict(known) if known is not None else evaluate_model(model, ann_json, frames_root,
+                                                                                   device=device)
+    metrics.pop("segmenter_only", None)
+    if getattr(model, "tracker", None) is not None:
+        from ..models.minvis import segmenter_only
+
+        metrics["segmenter_only"] = evaluate_model(segmenter_only(model), ann_json, frames_root, device=device)
     return metrics

@@ -149,8 +149,10 @@ class DenoisingTrainer(Trainer):
         h, w = clip.frames.shape[-2:]
         frames: List[Optional[Dict[str, Tensor]]] = []
         todo = []
+        # a pseudo-video clip (an image rotated per frame) is a fresh random draw: never cached by frame
+        use_cache = getattr(self.dataset, "cacheable", True)
         for t, f in enumerate(clip.frame_indices):
-            hit = self._cache_get((clip.video_index, f, h, w, int(clip.flipped)))
+            hit = self._cache_get((clip.video_index, f, h, w, int(clip.flipped))) if use_cache else None
             frames.append(hit)
             if hit is None:
                 todo.append(t)
@@ -163,7 +165,8 @@ class DenoisingTrainer(Trainer):
                         "mask_features": seg["mask_features"][j], "pred_logits": seg["pred_logits"][0, j],
                         "pred_masks": seg["pred_masks"][0, :, j]}
                 item = {k: v.detach().float().cpu().clone() for k, v in item.items()}
-                self._cache_put((clip.video_index, clip.frame_indices[t], h, w, int(clip.flipped)), item)
+                if use_cache:
+                    self._cache_put((clip.video_index, clip.frame_indices[t], h, w, int(clip.flipped)), item)
                 frames[t] = item
         dev = self.device
         stack = lambda k, d: torch.stack([fr[k] for fr in frames], d).to(dev)  # type: ignore[index]  # noqa: E731
