@@ -53,8 +53,8 @@ from dvis_sdk.ops.postprocess import postprocess_vis  # noqa: E402
 
 STAGES = ("decode", "preprocess", "backbone", "adapter", "pixel_decoder", "decoder", "tracker", "refiner",
           "postprocess")
-RESOLUTIONS = {"240p": (240, 426), "360p": (360, 640), "480p": (480, 854), "720p": (720, 1280)}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from common import (DTYPES, PRESETS, RESOLUTIONS, Timer, load_config, parse_resolution, peak_rss_mb,  # noqa: E402,F401
+                    rss_mb, synthetic_frames, write_test_video)
 
 # Dense (no sparsity) peak TFLOP/s per GPU: (fp32 CUDA cores, tf32 tensor cores, bf16/fp16 tensor cores).
 GPU_PEAKS = (
@@ -71,80 +71,11 @@ GPU_PEAKS = (
 )
 
 
-def _tiny(variant: str = "dvis++", mode: str = "online", backbone: str = "resnet") -> DVISConfig:
-    """A few-MFLOP model of the same architecture (the sizes of the test fixtures)."""
-    bb: Dict[str, Any] = {"type": backbone}
-    if backbone == "resnet":
-        bb["resnet"] = {"depth": 50, "stem_out_channels": 16, "res2_out_channels": 32, "width_per_group": 8}
-    else:
-        bb["vit_adapter"] = {"embed_dim": 64, "depth": 4, "num_heads": 4, "conv_inplane": 16, "deform_num_heads": 4,
-                             "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]}
-    return DVISConfig.from_dict({
-        "variant": variant, "mode": mode, "backbone": bb,
-        "segmenter": {"num_classes": 5, "convs_dim": 64, "mask_dim": 32, "transformer_enc_layers": 1,
-                      "transformer_enc_nheads": 4, "hidden_dim": 32, "num_queries": 10, "nheads": 4,
-                      "dim_feedforward": 64, "dec_layers": 4, "reid_hidden_dim": 32},
-        "tracker": {"decoder_layers": 2}, "refiner": {"decoder_layers": 2} if mode == "offline" else None,
-        "test": {"window_size": 3, "max_num": 10},
-    })
-
-
-PRESETS = {"tiny": lambda mode: _tiny(mode=mode), "tiny-vit": lambda mode: _tiny(mode=mode, backbone="vit_adapter"),
-           "tiny-dvis": lambda mode: _tiny(variant="dvis", mode=mode)}
-
-
-def load_config(name: str, mode: Optional[str]) -> DVISConfig:
-    if name in PRESETS:
-        return PRESETS[name](mode or "online")
-    if name.endswith(".json"):
-        cfg = DVISConfig.from_json(name)
-        if mode and mode != cfg.mode:
-            d = cfg.to_dict()
-            d["mode"], d["refiner"] = mode, ({"decoder_layers": 6} if mode == "offline" else None)
-            cfg = DVISConfig.from_dict(d)
-        return cfg
-    from dvis_sdk.official import load_official_config
-
-    return load_official_config(name, mode=mode)
-
-
-def parse_resolution(text: str) -> Tuple[int, int]:
-    if text in RESOLUTIONS:
-        return RESOLUTIONS[text]
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--resolution: expected one of {sorted(RESOLUTIONS)} or HxW (e.g. 360x640), got {text!r}")
-    if h < 32 or w < 32:
-        raise SystemExit(f"--resolution {text}: both sides must be at least 32")
-    return h, w
 
 
 # --------------------------------------------------------------------------------------------------------------
 # measurement helpers
 # --------------------------------------------------------------------------------------------------------------
-class Timer:
-    """Accumulates wall time per stage; synchronises the device around every stage."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: Dict[str, float] = {}
-        self.cpu_seconds: Dict[str, float] = {}  # process CPU time: robust to other processes on a shared CPU
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        self.sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.sync()
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
-            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - c0
 
 
 class _ViTHooks:
@@ -182,20 +113,6 @@ class _ViTHooks:
         self.handles = []
 
 
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
 
 
 def device_peak_tflops(device: torch.device, dtype: str, override: Optional[float]) -> Tuple[float, str]:
@@ -227,33 +144,6 @@ def measured_gemm_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048
     return 2 * n ** 3 / best / 1e12
 
 
-def synthetic_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Moving rectangles on a textured background (what the decoder sees hardly matters for speed)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    bg = np.repeat(np.repeat(base, 8, 0), 8, 1)[:h, :w]
-    frames = np.empty((n, h, w, 3), dtype=np.uint8)
-    for t in range(n):
-        f = bg.copy()
-        for k in range(3):
-            y = int((0.2 + 0.25 * k) * h)
-            x = int((0.1 + 0.02 * t * (k + 1)) * w) % max(1, w - w // 6)
-            f[y:y + h // 5, x:x + w // 6] = (80 * k + 60, 200 - 50 * k, 40 * (k + 1))
-        frames[t] = f
-    return frames
-
-
-def write_test_video(path: Path, frames: np.ndarray) -> Optional[Path]:
-    from dvis_sdk.io import write_video
-
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return write_video(path, iter(frames), fps=24.0)
-    except Exception as e:  # no encoder: fall back to in-memory frames (decode is then not measured)
-        print(f"[speed] could not encode a test video ({type(e).__name__}: {e}); decode not measured", file=sys.stderr)
-        return None
 
 
 # --------------------------------------------------------------------------------------------------------------

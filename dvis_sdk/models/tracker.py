@@ -154,7 +154,9 @@ class _TrackerBase(nn.Module):
         # One batched cosine for all consecutive-frame pairs; the reference re-ordering chosen at
         # frame t-1 is then applied to the ROWS on the CPU (a row permutation of the cost).
         raw_cost = cosine_cost(refs.permute(0, 2, 1, 3), frame_embeds.permute(0, 2, 1, 3))  # (T, B, Q, Q)
-        raw_cost = raw_cost.cpu().double().numpy()
+        # the window's ONE device -> host read: everything after it (Hungarian matching, the reference row
+        # re-ordering) runs on this host copy (from_dlpack: a view of the copy, no second conversion)
+        raw_cost = np.from_dlpack(raw_cost.double().cpu())
 
         device = frame_embeds.device
         ref_rows = np.broadcast_to(np.arange(n_q), (bs, n_q))  # re-ordering of the reference rows
