@@ -219,6 +219,10 @@ class ScoreAccumulator:
         if self.frames == 0 or not self.num_queries:
             return [], [], []
         pred_cls, aux = self.mean_logits()
+        bad = ~torch.isfinite(pred_cls).all(-1) if aux is None else ~torch.isfinite(torch.cat([pred_cls, aux], -1)).all(-1)
+        if bool(bad.any()):  # one read per video
+            warnings.warn(f"{int(bad.sum())} queries have non-finite class logits (half-precision overflow?); "
+                          "they score 0: try dtype='bf16' or 'fp32'", RuntimeWarning, stacklevel=3)
         scores, labels, queries = select_topk(pred_cls, max_num, aux)
         order = torch.argsort(scores, descending=True, stable=True)
         return scores[order].tolist(), labels[order].tolist(), queries[order].tolist()

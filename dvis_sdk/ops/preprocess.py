@@ -37,6 +37,16 @@ def resize_frame(frame: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
 
 
+def resize_frames_tensor(frames: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Resize (T, 3, H, W) uint8 RGB frames to ``size`` = (h, w) where they are (a GPU: no host round trip), with
+    the same filter as :func:`resize_frame` (bilinear that low-pass filters when shrinking, torch's ``antialias``);
+    PIL rounds in fixed point, so values may differ from it by one grey level."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    x = F.interpolate(frames.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def padded_size(height: int, width: int, size_divisibility: int) -> Tuple[int, int]:
     """(h, w) rounded up to multiples of ``size_divisibility`` (unchanged for <= 1)."""
     d = max(int(size_divisibility), 1)
