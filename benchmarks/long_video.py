@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_segmenter  # noqa: E402
+from common import build_segmenter, rss_mb  # noqa: E402
 
 def make_video(path: Path, frames: int, height: int, width: int) -> None:
     """Moving bright squares on a dark textured background (cheap to decode, non-trivial masks)."""
@@ -48,14 +48,6 @@ def make_video(path: Path, frames: int, height: int, width: int) -> None:
                 f[y:y + 40, x:x + 40] = (200, 80 + 40 * k, 60)
             yield f
     write_video(path, gen(), fps=25.0)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(args: argparse.Namespace) -> None:

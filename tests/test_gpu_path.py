@@ -275,3 +275,79 @@ def test_cuda_encoder_equals_cpu():
             gpu.add(WindowResult(w.start, w.logits.cuda(), w.mask_logits.cuda(), w.padded_size, w.image_size,
                                  w.output_size))
         assert gpu.masks_of(list(range(5))) == cpu.masks_of(list(range(5)))
+
+
+# ---- item 11 and the benchmark scripts -----------------------------------------------------------------------
+BENCH = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture()
+def bench_path():
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_benchmark_scripts_share_one_helper_module_without_cycles():
+    import ast
+
+    local = {p.stem for p in BENCH.glob("*.py")}
+    graph = {}
+    for p in BENCH.glob("*.py"):
+        tree = ast.parse(p.read_text())
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        graph[p.stem] = names & local - {p.stem}
+        assert len(p.read_text().splitlines()) < 500, p.name
+    assert not graph["common"]  # the helpers import no script
+
+    def reach(start, node, seen):
+        for nxt in graph[node]:
+            assert nxt != start, f"import cycle through {start}"
+            if nxt not in seen:
+                seen.add(nxt)
+                reach(start, nxt, seen)
+    for name in graph:
+        reach(name, name, set())
+    assert "common" in graph["speed"] and "common" in graph["onnx_speed"] and "speed" not in graph["onnx_speed"]
+
+
+def test_speed_end_to_end_is_predict(bench_path, capsys):
+    import speed
+
+    r = speed.main(["--config", "tiny", "--frames", "4", "--window", "2", "--no-flops", "--warmup", "0",
+                    "--mask-buffer-mb", "0"])
+    assert r["end_to_end_fps"] > 0 and r["model_loop_fps"] > 0 and "predict" in r["end_to_end"]
+    assert r["predict"]["masks_encoded_per_window"] is True and r["predict"]["model_size"]
+    assert "VideoSegmenter.predict" in capsys.readouterr().out
+
+
+def test_precision_warms_up_repeats_syncs_the_device_in_use_and_uses_true_fp32(bench_path, monkeypatch):
+    import precision
+
+    calls, synced = [], []
+    monkeypatch.setattr(precision, "video_inference", lambda model, video: calls.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or "out")
+    monkeypatch.setattr(precision, "sync", lambda device: synced.append(device))
+    dev = torch.device("cpu")
+    before = (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    with precision.true_fp32():
+        out, _ = precision._run(torch.nn.Identity(), torch.zeros(1), dev, "fp32")
+    assert out == "out" and len(calls) == 3 and calls[0] == (False, False)  # 1 warm-up + 2 timed, TF32 off
+    assert synced and all(d is dev for d in synced)
+    assert (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) == before  # restored
+    args = [a for a in precision.main.__code__.co_consts if isinstance(a, str)]
+    assert any("untimed runs" in a for a in args)
+
+
+def test_output_path_benchmark_smoke(bench_path):
+    import output_path
+
+    r = output_path.main(["--queries", "2", "--window", "2", "--frames", "4", "--repeat", "1"])
+    assert all(e["query_frames_per_s"] > 0 for e in r["encode"]) and [e["size"] for e in r["encode"]] == ["480p", "1080p"]
+    p = r["predict"]
+    assert p["encoded_per_window"] and 0 <= p["wait_share"] <= 1 and p["wait_s"] <= p["wall_s"]

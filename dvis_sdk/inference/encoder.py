@@ -96,9 +96,13 @@ class MaskEncoder:
             return encode_with_backoff(job, self.device, what)
         stream = self._stream()
         stream.wait_event(ready)  # the window's logits are written by the inference stream
-        with torch.cuda.device(self.device), torch.cuda.stream(stream):
-            out = encode_with_backoff(job, self.device, what, self._host_buffer)
-        return out
+        try:
+            with torch.cuda.device(self.device), torch.cuda.stream(stream):
+                return encode_with_backoff(job, self.device, what, self._host_buffer)
+        finally:
+            # nothing of this job may still be queued when the job (and with it the last reference to the
+            # window's logits, allocated on the inference stream) is released, even after an error
+            stream.synchronize()
 
     def submit(self, job: EncodeJob, what: str) -> "Future":
         """Queue ``job`` (see :data:`EncodeJob`); ``what`` names it in messages (e.g. "frames 300-304")."""

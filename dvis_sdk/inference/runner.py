@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..masks import RLE, decode_rles, encode_masks_colmajor
+from ..masks import RLE, decode_rles, encode_masks, encode_masks_colmajor
 from ..models.dvis import WindowOutput
 from ..oom import InferenceOOMError, free_memory, is_oom
 from ..ops import postprocess as _postprocess
@@ -241,8 +241,8 @@ def encode_window_masks(mask_logits: Tensor, padded_size: Tuple[int, int], image
 
     Queries whose logits are all <= 0 are empty after bilinear up-sampling (a convex combination), so they are
     skipped without up-sampling; the others are up-sampled ``query_chunk`` queries x ``frame_chunk`` frames at a
-    time to bound the full-size intermediates. The masks are transposed to column-major order (the order RLE
-    counts in) on the masks' device, so the host receives exactly what pycocotools reads, with no conversion.
+    time to bound the full-size intermediates. Masks on an accelerator are transposed to column-major order (the
+    order RLE counts in) there, so the host receives exactly what pycocotools reads, with no conversion.
     ``host_buffer(nbytes)``: a pinned uint8 buffer to copy device masks into without blocking other streams
     (:class:`~dvis_sdk.inference.encoder.MaskEncoder` passes one); by default ``.cpu()``."""
     q_total, t = mask_logits.shape[:2]
@@ -255,17 +255,17 @@ def encode_window_masks(mask_logits: Tensor, padded_size: Tuple[int, int], image
         qs = active[s:s + query_chunk]
         chunking = {} if frame_chunk == FRAME_CHUNK else {"frame_chunk": frame_chunk}  # the default: not passed
         masks = upsample(mask_logits[qs], padded_size, image_size, output_size, **chunking)
+        if masks.device.type == "cpu":  # numpy makes the column-major copy faster than torch on a CPU
+            for q, m in zip(qs, masks.numpy()):
+                rles[q] = encode_masks(m)
+            continue
         cols = masks.transpose(-1, -2).contiguous().view(torch.uint8)  # (k, t, W, H): (H, W) column-major
-        if cols.device.type != "cpu":
-            if host_buffer is not None:
-                host = host_buffer(cols.numel()).view(cols.shape)
-                host.copy_(cols, non_blocking=True)
-                torch.cuda.current_stream(cols.device).synchronize()  # this thread's stream only
-                cols = host
-            else:
-                cols = cols.cpu()
-        arrays = cols.numpy()
-        for q, m in zip(qs, arrays):
+        if host_buffer is not None:
+            host = host_buffer(cols.numel()).view(cols.shape)
+            host.copy_(cols, non_blocking=True)
+            torch.cuda.current_stream(cols.device).synchronize()  # this thread's stream only
+            cols = host
+        for q, m in zip(qs, cols.cpu().numpy()):
             rles[q] = encode_masks_colmajor(m)
     return rles
 
