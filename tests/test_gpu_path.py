@@ -258,10 +258,26 @@ def test_oom_in_mask_upsampling_that_never_fits_keeps_the_frames_done(monkeypatc
             seg.predict(video)
     msg = str(info.value)
     assert "\n" not in msg and "frames 4-5" in msg
-    partial = info.value.partial
-    assert partial is not None and partial.num_frames == 4
-    for a, b in zip(partial.instances, ref.instances):  # the frames done are those of the full result
-        assert a.rles == b.rles[:4]
+    partial = info.value.partial  # every frame done, masks of the frames encoded (those of the full result)
+    assert partial is not None and partial.num_frames == 6 and partial.meta["masks_encoded_frames"] == 4
+    assert [(i.track_id, i.label) for i in partial.instances] == [(i.track_id, i.label) for i in ref.instances]
+    for a, b in zip(partial.instances, ref.instances):
+        assert a.rles[:4] == b.rles[:4] and a.rles[4:] == [None, None]
+
+
+def test_mask_upsampling_moves_to_the_cpu_when_one_query_does_not_fit_on_the_device():
+    from dvis_sdk.inference.encoder import encode_with_backoff
+
+    seen = []
+
+    def job(query_chunk, frame_chunk, host_buffer, on_cpu):
+        seen.append((query_chunk, frame_chunk, on_cpu))
+        if not on_cpu:
+            raise OOM("CUDA out of memory")
+        return "encoded"
+    out, notes = encode_with_backoff(job, torch.device("cuda", 0), "frames 0-4", host_buffer=lambda n: None)
+    assert out == "encoded" and seen[-1] == (8, 16, True) and seen[-2] == (1, 1, False)
+    assert "on the CPU" in notes[-1] and len(notes) == len(seen) - 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -8,11 +8,11 @@ adds to every window; here it runs in background threads while the next windows 
   when the window was handed over), up-samples there and copies the masks into a pinned host buffer (reused
   from job to job) with a non-blocking copy; only that worker waits for the copy, never the inference loop;
 * the inference loop waits only when ``max_pending`` windows are already queued (bounded memory) and at the end;
-* out of memory while up-sampling is backed off here (the chunks of queries, then of frames, are halved, with a
-  warning handed back to the caller's thread); one query of one frame that still does not fit raises
-  :class:`~dvis_sdk.oom.InferenceOOMError` from :meth:`MaskEncoder.result`.
+* out of memory while up-sampling is backed off here (the chunks of queries, then of frames, are halved, then
+  the work moves to the CPU, with a warning handed back to the caller's thread); one query of one frame that
+  does not fit even there raises :class:`~dvis_sdk.oom.InferenceOOMError` from :meth:`MaskEncoder.result`.
 
-The encoding itself is the caller's (``job(query_chunk, frame_chunk, host_buffer)``): results are those of the
+The encoding itself is the caller's (``job(query_chunk, frame_chunk, host_buffer, on_cpu)``): results are those of the
 synchronous path, bit for bit.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ import torch
 
 from ..oom import InferenceOOMError, free_memory, is_oom
 
-#: (query_chunk, frame_chunk, host_buffer) -> encodings; host_buffer(nbytes) gives a pinned uint8 buffer or None
-EncodeJob = Callable[[int, int, Optional[Callable[[int], torch.Tensor]]], Any]
+#: (query_chunk, frame_chunk, host_buffer, on_cpu) -> encodings; host_buffer(nbytes) gives a pinned uint8 buffer
+#: or None; on_cpu: move the logits to the CPU and up-sample there
+EncodeJob = Callable[[int, int, Optional[Callable[[int], torch.Tensor]], bool], Any]
 
 QUERY_CHUNK, FRAME_CHUNK = 8, 16
 
@@ -36,27 +37,37 @@ def encode_with_backoff(job: EncodeJob, device: torch.device, what: str,
                         host_buffer: Optional[Callable[[int], torch.Tensor]] = None,
                         query_chunk: int = QUERY_CHUNK, frame_chunk: int = FRAME_CHUNK) -> Tuple[Any, List[str]]:
     """``job`` with the largest chunks that fit: on out-of-memory the query chunk is halved down to 1, then the
-    frame chunk. Returns (result, warnings to show). ``what`` names the work in messages."""
+    frame chunk; when one query of one frame does not fit on an accelerator, the logits move to the CPU (host
+    memory) and the chunks start again there. Returns (result, warnings to show). ``what`` names the work in
+    messages."""
     notes: List[str] = []
+    on_cpu = device.type == "cpu"
     while True:
         try:
             with torch.no_grad():
-                return job(query_chunk, frame_chunk, host_buffer), notes
+                return job(query_chunk, frame_chunk, None if on_cpu else host_buffer, on_cpu), notes
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
             if not is_oom(e):
                 raise
             del e
         free_memory(device)
+        where = "the CPU" if on_cpu else str(device)
         if query_chunk == 1 and frame_chunk == 1:
-            raise InferenceOOMError(
-                f"out of memory up-sampling the masks of {what} on {device} even one query and one frame at a "
-                "time; free device memory, run with a smaller input (the masks are up-sampled to the video's own "
-                "size) or device='cpu'") from None
+            if on_cpu:
+                raise InferenceOOMError(
+                    f"out of memory up-sampling the masks of {what} on {device}"
+                    f"{'' if device.type == 'cpu' else ' and on the CPU'} even one query and one frame at a time; "
+                    "free memory or run with a smaller input (the masks are up-sampled to the video's own size)"
+                ) from None
+            on_cpu, query_chunk, frame_chunk = True, QUERY_CHUNK, FRAME_CHUNK
+            notes.append(f"out of memory up-sampling the masks of {what} on {device} even one query and one frame "
+                         "at a time; up-sampling them on the CPU")
+            continue
         if query_chunk > 1:
             query_chunk //= 2
         else:
             frame_chunk //= 2
-        notes.append(f"out of memory up-sampling the masks of {what} on {device}; retrying {query_chunk} "
+        notes.append(f"out of memory up-sampling the masks of {what} on {where}; retrying {query_chunk} "
                      f"quer{'y' if query_chunk == 1 else 'ies'} x {frame_chunk} frame(s) at a time")
 
 

@@ -330,20 +330,22 @@ class VideoSegmenter:
 
     def _video_result(self, acc, info: dict, runner, stride: int, start: Optional[float],
                       partial: bool = False) -> VideoResult:
-        """The result of what ``acc`` holds; ``partial`` (after an out-of-memory error): of the frames whose
-        masks are encoded (scores over every frame done)."""
+        """The result of what ``acc`` holds; ``partial`` (after an out-of-memory error): every frame done, with
+        the masks of those that could be encoded (``meta["masks_encoded_frames"]``; ``None`` after them)."""
         names = self.cfg.class_names
         h, w = info["height"], info["width"]
         scores, labels, queries = acc.select(self.cfg.test.max_num)
         masks = acc.masks_of(queries, partial=partial)
-        frames = acc.encoded_frames if partial and queries else acc.frames
         instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=masks[q], height=h, width=w)
                      for s, l, q in zip(scores, labels, queries)]
         meta = {"mode": "offline" if runner.offline else "online", "source": info.get("path") or info["name"],
                 "fps": info.get("fps"), "stride": stride, "start": start, "model_size": list(info["model_size"]),
                 "window_size": runner.window_size, "chunk_size": runner.chunk_size, "dtype": self.dtype,
                 "masks_encoded_per_window": acc.streaming}
-        return VideoResult(instances=instances, num_frames=frames, height=h, width=w, class_names=names, meta=meta)
+        if partial and acc.encoded_frames < acc.frames:
+            meta["masks_encoded_frames"] = acc.encoded_frames
+        return VideoResult(instances=instances, num_frames=acc.frames, height=h, width=w, class_names=names,
+                           meta=meta)
 
     @torch.no_grad()
     def stream(self, frames: Any, score_threshold: float = 0.3, resize: bool = True, max_frames: Optional[int] = None,

@@ -87,11 +87,13 @@ class WindowResult:
 
     def encode(self, queries: Optional[List[int]] = None, query_chunk: int = QUERY_CHUNK,
                frame_chunk: int = FRAME_CHUNK,
-               host_buffer: Optional[Callable[[int], Tensor]] = None) -> Dict[int, List[Optional[RLE]]]:
+               host_buffer: Optional[Callable[[int], Tensor]] = None,
+               on_cpu: bool = False) -> Dict[int, List[Optional[RLE]]]:
         """``{q: [rle or None per frame]}`` for ``queries`` (default: all); chunks and ``host_buffer`` as
-        :func:`encode_window_masks`."""
+        :func:`encode_window_masks`; ``on_cpu``: up-sample on the CPU (after the device ran out of memory)."""
         qs = list(range(self.mask_logits.shape[0])) if queries is None else list(queries)
-        rles = encode_window_masks(self.mask_logits[qs], self.padded_size, self.image_size, self.output_size,
+        logits = self.mask_logits[qs].cpu() if on_cpu else self.mask_logits[qs]
+        rles = encode_window_masks(logits, self.padded_size, self.image_size, self.output_size,
                                    query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer)
         return dict(zip(qs, rles))
 
@@ -114,8 +116,8 @@ class ScoreAccumulator:
     masks. ``encoder``: a :class:`~dvis_sdk.inference.encoder.MaskEncoder` that does that work in background
     threads (default: a synchronous one); at most ``encoder.max_pending`` windows wait for it. An out-of-memory
     error that even one query of one frame does not survive raises
-    :class:`~dvis_sdk.oom.InferenceOOMError`; ``masks_of(..., partial=True)`` then gives the frames encoded so
-    far (``encoded_frames``)."""
+    :class:`~dvis_sdk.oom.InferenceOOMError`; ``masks_of(..., partial=True)`` then gives the masks of the frames
+    encoded so far (``encoded_frames``) and ``None`` after them."""
 
     num_queries: Optional[int] = None  # None: taken from the first window (a finalizing model's row count)
     keep_masks: bool = True
@@ -178,8 +180,8 @@ class ScoreAccumulator:
         return bool(self.rles)
 
     def masks_of(self, queries: List[int], partial: bool = False) -> Dict[int, List[Optional[RLE]]]:
-        """Every frame's RLE of each query in ``queries``. ``partial``: after an out-of-memory error, the frames
-        that could be encoded (the first ``encoded_frames``), never raising another one."""
+        """Every frame's RLE of each query in ``queries``. ``partial``: after an out-of-memory error, never
+        raising another one: the masks of the first ``encoded_frames`` frames, ``None`` after them."""
         if self.streaming:
             try:
                 self.flush()
@@ -187,7 +189,7 @@ class ScoreAccumulator:
                 if not partial:
                     raise
                 self.pending.clear()
-            return {q: self.rles[q][:self.encoded_frames] for q in queries}
+            return {q: self._padded(self.rles[q][:self.encoded_frames]) for q in queries}
         out: Dict[int, List[Optional[RLE]]] = {q: [] for q in queries}
         uniq = sorted(set(queries))
         futures = [(b.num_frames, self.encoder.submit(_encode_job(b, uniq), b.frames_label())) for b in self.buffered]
@@ -202,7 +204,10 @@ class ScoreAccumulator:
             for q in uniq:
                 out[q].extend(enc[q])
             self.encoded_frames += frames
-        return {q: out[q][:self.encoded_frames] for q in queries}
+        return {q: self._padded(out[q][:self.encoded_frames]) for q in queries}
+
+    def _padded(self, rles: List[Optional[RLE]]) -> List[Optional[RLE]]:
+        return rles + [None] * (self.frames - len(rles))
 
     def mean_logits(self) -> Tuple[Tensor, Optional[Tensor]]:
         aux = None if self.aux_sum is None else (self.aux_sum / self.frames).float()
@@ -229,8 +234,9 @@ class ScoreAccumulator:
 
 
 def _encode_job(w: WindowResult, queries: Optional[List[int]]) -> Callable[..., Dict[int, List[Optional[RLE]]]]:
-    def job(query_chunk: int, frame_chunk: int, host_buffer: Optional[Callable[[int], Tensor]]):
-        return w.encode(queries, query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer)
+    def job(query_chunk: int, frame_chunk: int, host_buffer: Optional[Callable[[int], Tensor]], on_cpu: bool):
+        return w.encode(queries, query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer,
+                        on_cpu=on_cpu)
     return job
 
 
