@@ -14,6 +14,9 @@ Random weights (memory does not depend on them). Defaults are CPU-sized: a narro
 yaml) measures a real model size. Prints a table; ``--json`` writes the raw figures.
 
     python benchmarks/long_video.py --frames 300 1000 3000
+
+(``benchmarks/output_path.py`` measures the output path of long videos: mask encoding throughput and how long the
+inference loop waits for it.)
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ loop waits for it.
 Two measurements (CPU by default, random weights):
 
 1. ``encode``: :func:`dvis_sdk.inference.runner.encode_window_masks` on one window of stride-4 mask logits
-   (``--queries`` active queries x ``--window`` frames, blob-shaped masks) at 480p (480x854) and 1080p
-   (1080x1920): query-frames/s on ``--threads`` CPU threads (best of ``--repeat``).
+   (``--queries`` active queries x ``--window`` frames, blob-shaped masks, on ``--device``) at 480p (480x854) and
+   1080p (1080x1920): query-frames/s with ``--threads`` CPU threads (best of ``--repeat``).
 2. ``predict``: ``VideoSegmenter.predict`` of a synthetic ``--frames``-frame 480p video (frames given as a
    tensor, resized to the model's size, masks at 480x854) with ``mask_buffer_mb=0``, so every window's masks of
    all queries are up-sampled and encoded as the window arrives (what happens on a long video once the mask
@@ -44,14 +44,14 @@ def blob_logits(queries: int, frames: int, height: int, width: int, seed: int = 
     return (radius - dist) / radius * 8
 
 
-def measure_encode(size: str, queries: int, window: int, repeat: int) -> Dict[str, Any]:
+def measure_encode(size: str, queries: int, window: int, repeat: int, device: str = "cpu") -> Dict[str, Any]:
     from dvis_sdk.inference.runner import encode_window_masks
 
     hw = SIZES[size]
-    logits = blob_logits(queries, window, *hw)
+    logits = blob_logits(queries, window, *hw).to(device)  # on a GPU: up-sampled there, then copied and encoded
     padded = (logits.shape[-2] * 4, logits.shape[-1] * 4)
     encode_window_masks(logits, padded, hw, hw)  # warm-up (pycocotools import, allocator)
-    secs = best_of(lambda: encode_window_masks(logits, padded, hw, hw), repeat)
+    secs = best_of(lambda: encode_window_masks(logits, padded, hw, hw), repeat, device)
     qf = queries * window
     return {"size": size, "output": list(hw), "query_frames": qf, "seconds": round(secs, 4),
             "query_frames_per_s": round(qf / secs, 1), "ms_per_query_frame": round(1000 * secs / qf, 3)}
@@ -99,7 +99,8 @@ def measure_predict(frames: int, window: int, device: str, repeat: int) -> Dict[
             wall = time.perf_counter() - t0
         finally:
             clock.close()
-        run = {"wall_s": round(wall, 3), "wait_s": round(clock.seconds, 3), "wait_share": round(clock.seconds / wall, 3),
+        run = {"wall_s": round(wall, 3), "wait_s": round(clock.seconds, 3),
+               "wait_share": round(clock.seconds / wall, 3),
                "fps": round(frames / wall, 2), "instances": len(res.instances),
                "encoded_per_window": bool(res.meta.get("masks_encoded_per_window"))}
         if best is None or run["wall_s"] < best["wall_s"]:
@@ -123,13 +124,14 @@ def main(argv: Optional[list] = None) -> Dict[str, Any]:
     torch.set_num_threads(args.threads)
     out: Dict[str, Any] = {"label": args.label, "env": environment(args.device)}
     if "encode" not in args.skip:
-        out["encode"] = [measure_encode(s, args.queries, args.window, args.repeat) for s in SIZES]
+        out["encode"] = [measure_encode(s, args.queries, args.window, args.repeat, args.device) for s in SIZES]
         for r in out["encode"]:
             print(f"encode {r['size']:>6}: {r['query_frames_per_s']:8.1f} query-frames/s "
                   f"({r['ms_per_query_frame']:.3f} ms each)")
     if "predict" not in args.skip:
         r = out["predict"] = measure_predict(args.frames, args.window, args.device, args.repeat)
-        print(f"predict {r['frames']} frames {r['video'][0]}x{r['video'][1]}: {r['fps']} frames/s, wall {r['wall_s']} s, "
+        print(f"predict {r['frames']} frames {r['video'][0]}x{r['video'][1]}: {r['fps']} frames/s, "
+              f"wall {r['wall_s']} s, "
               f"waiting on masks {r['wait_s']} s ({100 * r['wait_share']:.0f}%)")
     if args.json:
         write_json(out, args.json)

@@ -107,7 +107,8 @@ def _config_model(args: argparse.Namespace) -> tuple:
 def true_fp32() -> Iterator[None]:
     """IEEE fp32 for the reference: TF32 off for matmuls and for cuDNN convolutions (cuDNN's default is on), and
     the matmul precision "highest"; the process's settings are restored afterwards."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
@@ -149,7 +150,8 @@ def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dt
     with true_fp32():
         ref, ref_s = _run(optimize(model, **REFERENCE_PATHS), video, device, "fp32", repeat, warmup)
     rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:]),
-                            "reference": "every fast path off, fp32 with TF32 off", "reference_seconds": round(ref_s, 3)}
+                            "reference": "every fast path off, fp32 with TF32 off",
+                            "reference_seconds": round(ref_s, 3)}
     variants = (("fp32 fast paths", "fp32", {}),  # the process's default TF32 settings, as a user runs it
                 (f"{dtype} fast paths", dtype, {}),  # the defaults a VideoSegmenter gets
                 (f"{dtype} +half stem", dtype, {"stem_fp32": False}),

@@ -10,8 +10,8 @@ import numpy as np
 
 RLE = Dict[str, Any]  # pycocotools RLE: {"size": [H, W], "counts": bytes | str}
 
-__all__ = ["RLE", "encode_masks", "encode_masks_colmajor", "encode_mask", "decode_rles", "rle_to_json", "to_compressed", "polygons_to_rle",
-           "rle_area"]
+__all__ = ["RLE", "encode_masks", "encode_masks_colmajor", "encode_mask", "decode_rles", "rle_to_json",
+           "to_compressed", "polygons_to_rle", "rle_area"]
 
 
 def _mask_util():

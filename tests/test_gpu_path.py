@@ -150,7 +150,8 @@ def test_stream_reads_scores_once_per_window_and_never_encodes_or_decodes(monkey
     assert names.count("tolist") <= 2 * 3  # per window: scores / labels / order at once, the active test
     assert len(frames) == 6 and any(f.instances for f in frames)
     for a, b in zip(frames, ref):
-        assert [(i.track_id, i.label, i.score) for i in a.instances] == [(i.track_id, i.label, i.score) for i in b.instances]
+        assert [(i.track_id, i.label, i.score) for i in a.instances] == \
+            [(i.track_id, i.label, i.score) for i in b.instances]
     # the masks are those predict encodes for the same queries (same up-sampling, no round trip)
     res = seg.predict(video)
     by_id = {i.track_id: i for i in res.instances}
@@ -280,7 +281,58 @@ def test_mask_upsampling_moves_to_the_cpu_when_one_query_does_not_fit_on_the_dev
     assert "on the CPU" in notes[-1] and len(notes) == len(seen) - 1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def _gpu(fn):
+    for mark in needs_cuda:
+        fn = mark(fn)
+    return fn
+
+
+@_gpu
+@pytest.mark.parametrize("name", ["11_e2e_online_r50", "09_e2e_online_vit_adapter"])
+def test_cuda_segment_never_synchronises_and_track_once(name):
+    fx, _, model = build_fixture_model(name)
+    model = optimize(model.cuda())
+    with torch.no_grad():
+        images = model.preprocess(fx.io["in.video_uint8"].permute(0, 3, 1, 2).float().cuda())[:4]
+        model.segment(images[:2])  # warm-up (cuDNN algorithm choice, lazy initialisation)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            seg = model.segment(images[:2])
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        state = None
+        for s in (0, 2):
+            seg = model.segment(images[s:s + 2])
+            torch.cuda.synchronize()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    _, state, _ = model.track(seg, state)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+            assert sum("synchroniz" in str(w.message) for w in caught) <= 1, [str(w.message) for w in caught]
+
+
+@_gpu
+def test_cuda_predict_output_path_and_device_frames():
+    fx = load_fixture("11_e2e_online_r50")
+    seg = dvis_sdk.VideoSegmenter.from_official(fx.config, fx.weights, device="cuda", window_size=2)
+    video = np.random.default_rng(1).integers(0, 256, size=(6, 64, 96, 3), dtype=np.uint8)
+    buffered = seg.predict(video)
+    seg.mask_buffer_mb = 0  # every window encoded in the background as it comes
+    streamed = seg.predict(video)
+    assert streamed.meta["masks_encoded_per_window"] and _masks(streamed) == _masks(buffered)
+    on_device = seg.predict(torch.from_numpy(video).permute(0, 3, 1, 2).cuda(), resize=False)
+    on_host = seg.predict(torch.from_numpy(video).permute(0, 3, 1, 2), resize=False)
+    assert _masks(on_device) == _masks(on_host)
+
+
+@_gpu
 def test_cuda_encoder_equals_cpu():
     windows = [_window(i, start=3 * i) for i in range(3)]
     cpu = ScoreAccumulator(5, buffer_bytes=0)
@@ -364,6 +416,7 @@ def test_output_path_benchmark_smoke(bench_path):
     import output_path
 
     r = output_path.main(["--queries", "2", "--window", "2", "--frames", "4", "--repeat", "1"])
-    assert all(e["query_frames_per_s"] > 0 for e in r["encode"]) and [e["size"] for e in r["encode"]] == ["480p", "1080p"]
+    assert all(e["query_frames_per_s"] > 0 for e in r["encode"])
+    assert [e["size"] for e in r["encode"]] == ["480p", "1080p"]
     p = r["predict"]
     assert p["encoded_per_window"] and 0 <= p["wait_share"] <= 1 and p["wait_s"] <= p["wall_s"]

@@ -224,7 +224,8 @@ class ScoreAccumulator:
         if self.frames == 0 or not self.num_queries:
             return [], [], []
         pred_cls, aux = self.mean_logits()
-        bad = ~torch.isfinite(pred_cls).all(-1) if aux is None else ~torch.isfinite(torch.cat([pred_cls, aux], -1)).all(-1)
+        logits = pred_cls if aux is None else torch.cat([pred_cls, aux], -1)
+        bad = ~torch.isfinite(logits).all(-1)
         if bool(bad.any()):  # one read per video
             warnings.warn(f"{int(bad.sum())} queries have non-finite class logits (half-precision overflow?); "
                           "they score 0: try dtype='bf16' or 'fp32'", RuntimeWarning, stacklevel=3)

@@ -85,6 +85,15 @@ def hungarian_match_costs(cost: np.ndarray, inverse: bool) -> np.ndarray:
     return np.stack(out, 0).astype(np.int64)
 
 
+def _host_to_device(a: np.ndarray, device: torch.device) -> Tensor:
+    """A host array on ``device`` without waiting for the device: on CUDA through pinned memory (a copy from
+    pageable memory first waits for the stream to drain, once per frame here)."""
+    t = torch.from_numpy(a)
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _gather_queries(x: Tensor, idx: Tensor) -> Tensor:
     """x (Q, B, C), idx (B, Q') -> x re-ordered per batch element: out[k, b] = x[idx[b, k], b]."""
     index = idx.t().unsqueeze(-1).expand(-1, -1, x.shape[-1])
@@ -167,7 +176,7 @@ class _TrackerBase(nn.Module):
             fresh = i == 0 and state is None
             cost = np.take_along_axis(raw_cost[i], ref_rows[:, :, None], axis=1)
             matched_np = hungarian_match_costs(cost, self._inverse_matching)
-            matched = torch.from_numpy(matched_np).to(device, non_blocking=True)
+            matched = _host_to_device(matched_np, device)
             if self.training and not fresh:
                 indices, identity0 = self._noise(matched, frame_embeds_no_norm[i])
                 indices_np = None

@@ -3,7 +3,7 @@ inference (:meth:`OnlineDVIS.preprocess`) and training (:func:`pad_clips`)."""
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -53,8 +53,9 @@ def padded_size(height: int, width: int, size_divisibility: int) -> Tuple[int, i
     return int(math.ceil(height / d) * d), int(math.ceil(width / d) * d)
 
 
-def normalize_and_pad(frames: Tensor, pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                      size_divisibility: int = 32, pad_to: Optional[Tuple[int, int]] = None) -> Tensor:
+def normalize_and_pad(frames: Tensor, pixel_mean: Union[Sequence[float], Tensor],
+                      pixel_std: Union[Sequence[float], Tensor], size_divisibility: int = 32,
+                      pad_to: Optional[Tuple[int, int]] = None) -> Tensor:
     """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded (bottom/right, AFTER normalisation) to a multiple
     of ``size_divisibility`` (or to ``pad_to`` = (Hp, Wp)), as detectron2's ``ImageList.from_tensors``.
     Returns (T, 3, Hp, Wp) float32."""
