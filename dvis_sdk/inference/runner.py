@@ -236,8 +236,10 @@ class ScoreAccumulator:
 
 def _encode_job(w: WindowResult, queries: Optional[List[int]]) -> Callable[..., Dict[int, List[Optional[RLE]]]]:
     def job(query_chunk: int, frame_chunk: int, host_buffer: Optional[Callable[[int], Tensor]], on_cpu: bool):
-        return w.encode(queries, query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer,
-                        on_cpu=on_cpu)
+        # only what differs from the defaults: the first try is the plain ``w.encode(queries)``
+        given = dict(query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer, on_cpu=on_cpu)
+        defaults = dict(query_chunk=QUERY_CHUNK, frame_chunk=FRAME_CHUNK, host_buffer=None, on_cpu=False)
+        return w.encode(queries, **{k: v for k, v in given.items() if v != defaults[k]})
     return job
 
 
