@@ -14,6 +14,9 @@ Random weights (memory does not depend on them). Defaults are CPU-sized: a narro
 yaml) measures a real model size. Prints a table; ``--json`` writes the raw figures.
 
     python benchmarks/long_video.py --frames 300 1000 3000
+
+(``benchmarks/output_path.py`` measures the output path of long videos: mask encoding throughput and how long the
+inference loop waits for it.)
 """
 from __future__ import annotations
 
@@ -29,48 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-TINY_CFG = {
-    "MODEL": {
-        "META_ARCHITECTURE": "DVIS_Plus_online",
-        "BACKBONE": {"NAME": "build_resnet_backbone"},
-        "RESNETS": {"DEPTH": 50, "WIDTH_PER_GROUP": 8, "RES2_OUT_CHANNELS": 32, "STEM_OUT_CHANNELS": 16},
-        "SEM_SEG_HEAD": {"NUM_CLASSES": 25, "CONVS_DIM": 64, "MASK_DIM": 64, "TRANSFORMER_ENC_LAYERS": 1},
-        "MASK_FORMER": {"NHEADS": 4, "DIM_FEEDFORWARD": 128, "DEC_LAYERS": 4, "HIDDEN_DIM": 64,
-                        "NUM_OBJECT_QUERIES": 100, "REID_HIDDEN_DIM": 64,
-                        "TEST": {"WINDOW_SIZE": 5, "MAX_NUM": 20}},
-        "TRACKER": {"DECODER_LAYERS": 2},
-        "REFINER": {"DECODER_LAYERS": 2},
-    },
-    "INPUT": {"MIN_SIZE_TEST": 240, "MAX_SIZE_TEST": 1333},
-}
-
-
-def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size: int, min_size: int = 0):
-    import torch
-
-    from dvis_sdk import VideoSegmenter
-    from dvis_sdk.official import load_official_config, official_cfg_tree
-
-    if config == "tiny":  # the official R50 OVIS config, narrowed
-        tree = official_cfg_tree("ovis/DVIS_Plus_Offline_R50.yaml")
-        _merge(tree, TINY_CFG)
-        cfg = load_official_config(tree, mode=mode)
-    else:
-        cfg = load_official_config(config, mode=mode)
-    if min_size:
-        cfg.input.min_size_test = min_size
-    torch.manual_seed(0)
-    from dvis_sdk.models.dvis import build_model
-    return VideoSegmenter(build_model(cfg), device=device, dtype=dtype, chunk_size=chunk_size)
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build_segmenter, rss_mb  # noqa: E402
 
 def make_video(path: Path, frames: int, height: int, width: int) -> None:
     """Moving bright squares on a dark textured background (cheap to decode, non-trivial masks)."""
@@ -88,14 +51,6 @@ def make_video(path: Path, frames: int, height: int, width: int) -> None:
                 f[y:y + 40, x:x + 40] = (200, 80 + 40 * k, 60)
             yield f
     write_video(path, gen(), fps=25.0)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child(args: argparse.Namespace) -> None:

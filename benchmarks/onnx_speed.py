@@ -36,7 +36,7 @@ import dvis_sdk  # noqa: E402
 from dvis_sdk.export import OnnxDVIS, export_onnx  # noqa: E402
 from dvis_sdk.inference.runner import forward_video  # noqa: E402
 from dvis_sdk.models.optimize import optimize  # noqa: E402
-from speed import load_config, parse_resolution  # noqa: E402
+from common import load_config, parse_resolution  # noqa: E402
 
 
 def _best(fn, repeat: int) -> float:

@@ -2,12 +2,13 @@
 """Agreement of the fast paths and of half-precision autocast with the fp32 reference computation.
 
 For every model it runs the video five ways: fp32 with every fast path off (the official computation, the
-reference), fp32 with the default fast paths, ``--dtype`` autocast with the default fast paths (the backbone's first
-layer in fp32: ``stem_fp32``), the same with the first layer under autocast too (``stem_fp32=False``, what the
-official code does), and the default with the opt-in half-precision pixel decoder; and prints mean mask IoU /
-matched instances / same top-5 / largest score difference of the last four against the first, and the time of each
-path (the least over ``--repeat`` runs of the whole video: process time on CPU, so with ``--threads 1`` it is the
-compute cost; wall time on CUDA).
+reference; true fp32: TF32 off for matmuls and cuDNN convolutions), fp32 with the default fast paths, ``--dtype``
+autocast with the default fast paths (the backbone's first layer in fp32: ``stem_fp32``), the same with the first
+layer under autocast too (``stem_fp32=False``, what the official code does), and the default with the opt-in
+half-precision pixel decoder; and prints mean mask IoU / matched instances / same top-5 / largest score difference
+of the last four against the first, and the time of each path: the least over ``--repeat`` (default 2) runs of
+the whole video after ``--warmup`` untimed ones, with the device in use synchronised; process time on CPU (with
+``--threads 1`` the compute cost), wall time on CUDA.
 
     python benchmarks/precision.py                                  # the test-fixture models, bf16
     python benchmarks/precision.py --config ovis/DVIS_Plus_Online_R50_16wIter.yaml --resolution 360p --frames 6
@@ -21,11 +22,12 @@ figures are a pessimistic bound; measure a trained checkpoint on real video befo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,9 +41,11 @@ from dvis_sdk.inference.runner import video_inference  # noqa: E402
 from dvis_sdk.layers.impl import REFERENCE_PATHS  # noqa: E402
 from dvis_sdk.models.optimize import copy_model, optimize  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DTYPES, sync  # noqa: E402
+
 FIXTURES = ("09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
             "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _fixture_models() -> List[tuple]:
@@ -67,8 +71,7 @@ def _fixture_models() -> List[tuple]:
 
 
 def _config_model(args: argparse.Namespace) -> tuple:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from speed import load_config, parse_resolution, synthetic_frames
+    from common import load_config, parse_resolution, synthetic_frames
 
     if args.model:  # a save_pretrained folder / manifest name / Hub repo
         from dvis_sdk.weights import resolve_weights
@@ -100,37 +103,61 @@ def _config_model(args: argparse.Namespace) -> tuple:
     return name, model, torch.from_numpy(frames).permute(0, 3, 1, 2).float()
 
 
-def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str, repeat: int = 1) -> Tuple[Any, float]:
-    """The video's result and the least time one run took over ``repeat`` runs: CPU (process) time on CPU
-    (other processes sharing the machine only ever make a run slower), wall time on CUDA."""
+@contextlib.contextmanager
+def true_fp32() -> Iterator[None]:
+    """IEEE fp32 for the reference: TF32 off for matmuls and for cuDNN convolutions (cuDNN's default is on), and
+    the matmul precision "highest"; the process's settings are restored afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+def _run(model: Any, video: torch.Tensor, device: torch.device, dtype: str, repeat: int = 2,
+         warmup: int = 1) -> Tuple[Any, float]:
+    """The video's result and the least time one run took over ``repeat`` runs, after ``warmup`` untimed runs
+    (allocator, cuDNN algorithm choice, lazy initialisation): CPU (process) time on CPU (other processes sharing
+    the machine only ever make a run slower), wall time on CUDA, with ``device`` (the one in use) synchronised."""
     ctx = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
            else torch.autocast(device.type, dtype=DTYPES[dtype]))
     clock = time.perf_counter if device.type == "cuda" else time.process_time
+    video = video.to(device)
+    for _ in range(max(warmup, 0)):
+        with torch.no_grad(), ctx:
+            video_inference(model, video)
     best = float("inf")
     for _ in range(max(repeat, 1)):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         t0 = clock()
         with torch.no_grad(), ctx:
-            out = video_inference(model, video.to(device))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            out = video_inference(model, video)
+        sync(device)
         best = min(best, clock() - t0)
     return out, best
 
 
 def measure(name: str, model: Any, video: torch.Tensor, device: torch.device, dtype: str,
-            repeat: int = 1) -> Dict[str, Any]:
-    """Agreement (and time) of each path against the fp32 official computation; does not change ``model``."""
+            repeat: int = 2, warmup: int = 1) -> Dict[str, Any]:
+    """Agreement (and time) of each path against the fp32 official computation (true fp32: TF32 off); does not
+    change ``model``."""
     model = copy_model(model).to(device).eval()
-    ref, _ = _run(optimize(model, **REFERENCE_PATHS), video, device, "fp32")
-    rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:])}
-    variants = (("fp32 fast paths", "fp32", {}),
+    with true_fp32():
+        ref, ref_s = _run(optimize(model, **REFERENCE_PATHS), video, device, "fp32", repeat, warmup)
+    rows: Dict[str, Any] = {"model": name, "frames": int(video.shape[0]), "size": list(video.shape[-2:]),
+                            "reference": "every fast path off, fp32 with TF32 off",
+                            "reference_seconds": round(ref_s, 3)}
+    variants = (("fp32 fast paths", "fp32", {}),  # the process's default TF32 settings, as a user runs it
                 (f"{dtype} fast paths", dtype, {}),  # the defaults a VideoSegmenter gets
                 (f"{dtype} +half stem", dtype, {"stem_fp32": False}),
                 (f"{dtype} +half pix.dec.", dtype, {"pixel_decoder_fp32": False}))
     for label, dt, choices in variants:
-        out, seconds = _run(optimize(model, **choices), video, device, dt, repeat)
+        out, seconds = _run(optimize(model, **choices), video, device, dt, repeat, warmup)
         rows[label] = {**compare_results(ref, out).__dict__, "seconds": round(seconds, 3)}
     return rows
 
@@ -150,7 +177,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=1, help="timed runs per path; the least time is reported")
+    p.add_argument("--repeat", type=int, default=2, help="timed runs per path; the least time is reported")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per path before timing")
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
     if args.threads:
@@ -165,7 +193,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     print(f"{'model':<40}{'path':<22}{'mean IoU':>9}{'min IoU':>9}{'matched':>9}{'top-5':>7}{'max dscore':>11}"
           f"{'time s':>8}")
     for name, model, video in models:
-        r = measure(name, model, video, device, args.dtype, args.repeat)
+        r = measure(name, model, video, device, args.dtype, args.repeat, args.warmup)
         results.append(r)
         for label, a in r.items():
             if isinstance(a, dict):

@@ -16,8 +16,12 @@ Passes over one synthetic video (encoded to a temporary file first, so decoding 
 1. stage pass: every stage timed on its own (``decode``, ``preprocess``, ``backbone``, ``adapter`` (ViT-Adapter
    only: everything in the backbone but the ViT blocks), ``pixel_decoder``, ``decoder``, ``tracker``,
    ``refiner`` (offline), ``postprocess``), with a device synchronisation around each;
-2. end-to-end pass: decode (prefetched in a background thread) -> results, no per-stage synchronisation;
-3. FLOP pass: ``torch.utils.flop_counter.FlopCounterMode`` over the first window (and the refiner).
+2. model-loop pass: decode (prefetched in a background thread) -> model -> dense post-processing, no
+   per-stage synchronisation (no window runner, no RLE);
+3. end-to-end pass: ``VideoSegmenter.predict`` around the same model, as a user runs it (decode, resize, the
+   window runner, mask up-sampling and RLE encoding; ``--mask-buffer-mb 0`` encodes every window as it comes,
+   what a long video does);
+4. FLOP pass: ``torch.utils.flop_counter.FlopCounterMode`` over the first window (and the refiner).
 
 The timed passes run ``--repeat`` times after ``--warmup`` windows; the best time of each stage / pass is kept
 (other processes sharing the machine only ever make a run slower).
@@ -25,17 +29,14 @@ The timed passes run ``--repeat`` times after ``--warmup`` windows; the best tim
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import re
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -47,14 +48,12 @@ import dvis_sdk  # noqa: E402
 
 from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS  # noqa: E402
 from dvis_sdk.models.optimize import optimize  # noqa: E402
-from dvis_sdk.runtime import frames_to_device  # noqa: E402
 from dvis_sdk.config import DVISConfig  # noqa: E402
-from dvis_sdk.ops.postprocess import postprocess_vis  # noqa: E402
 
-STAGES = ("decode", "preprocess", "backbone", "adapter", "pixel_decoder", "decoder", "tracker", "refiner",
-          "postprocess")
-RESOLUTIONS = {"240p": (240, 426), "360p": (360, 640), "480p": (480, 854), "720p": (720, 1280)}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (DTYPES, PRESETS, RESOLUTIONS, Timer, best_of, load_config, parse_resolution,  # noqa: E402,F401
+                    peak_rss_mb, rss_mb, sync, synthetic_frames, write_test_video)
+from stages import STAGES, _ViTHooks, run_pipeline  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s per GPU: (fp32 CUDA cores, tf32 tensor cores, bf16/fp16 tensor cores).
 GPU_PEAKS = (
@@ -71,133 +70,9 @@ GPU_PEAKS = (
 )
 
 
-def _tiny(variant: str = "dvis++", mode: str = "online", backbone: str = "resnet") -> DVISConfig:
-    """A few-MFLOP model of the same architecture (the sizes of the test fixtures)."""
-    bb: Dict[str, Any] = {"type": backbone}
-    if backbone == "resnet":
-        bb["resnet"] = {"depth": 50, "stem_out_channels": 16, "res2_out_channels": 32, "width_per_group": 8}
-    else:
-        bb["vit_adapter"] = {"embed_dim": 64, "depth": 4, "num_heads": 4, "conv_inplane": 16, "deform_num_heads": 4,
-                             "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]}
-    return DVISConfig.from_dict({
-        "variant": variant, "mode": mode, "backbone": bb,
-        "segmenter": {"num_classes": 5, "convs_dim": 64, "mask_dim": 32, "transformer_enc_layers": 1,
-                      "transformer_enc_nheads": 4, "hidden_dim": 32, "num_queries": 10, "nheads": 4,
-                      "dim_feedforward": 64, "dec_layers": 4, "reid_hidden_dim": 32},
-        "tracker": {"decoder_layers": 2}, "refiner": {"decoder_layers": 2} if mode == "offline" else None,
-        "test": {"window_size": 3, "max_num": 10},
-    })
-
-
-PRESETS = {"tiny": lambda mode: _tiny(mode=mode), "tiny-vit": lambda mode: _tiny(mode=mode, backbone="vit_adapter"),
-           "tiny-dvis": lambda mode: _tiny(variant="dvis", mode=mode)}
-
-
-def load_config(name: str, mode: Optional[str]) -> DVISConfig:
-    if name in PRESETS:
-        return PRESETS[name](mode or "online")
-    if name.endswith(".json"):
-        cfg = DVISConfig.from_json(name)
-        if mode and mode != cfg.mode:
-            d = cfg.to_dict()
-            d["mode"], d["refiner"] = mode, ({"decoder_layers": 6} if mode == "offline" else None)
-            cfg = DVISConfig.from_dict(d)
-        return cfg
-    from dvis_sdk.official import load_official_config
-
-    return load_official_config(name, mode=mode)
-
-
-def parse_resolution(text: str) -> Tuple[int, int]:
-    if text in RESOLUTIONS:
-        return RESOLUTIONS[text]
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--resolution: expected one of {sorted(RESOLUTIONS)} or HxW (e.g. 360x640), got {text!r}")
-    if h < 32 or w < 32:
-        raise SystemExit(f"--resolution {text}: both sides must be at least 32")
-    return h, w
-
-
 # --------------------------------------------------------------------------------------------------------------
 # measurement helpers
 # --------------------------------------------------------------------------------------------------------------
-class Timer:
-    """Accumulates wall time per stage; synchronises the device around every stage."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: Dict[str, float] = {}
-        self.cpu_seconds: Dict[str, float] = {}  # process CPU time: robust to other processes on a shared CPU
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        self.sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            self.sync()
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
-            self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + time.process_time() - c0
-
-
-class _ViTHooks:
-    """Times the ViT blocks (+ patch embedding) inside a ViT-Adapter so ``adapter`` = backbone - ViT."""
-
-    def __init__(self, backbone: torch.nn.Module, timer: Timer):
-        self.handles = []
-        self.timer = timer
-        self.seconds = 0.0
-        self._t0 = self._c0 = 0.0
-        self.cpu_seconds = 0.0
-        vit = getattr(backbone, "vit_module", None)
-        if vit is None:
-            return
-        for m in [vit.patch_embed, *vit.blocks]:
-            self.handles.append(m.register_forward_pre_hook(self._pre))
-            self.handles.append(m.register_forward_hook(self._post))
-
-    @property
-    def active(self) -> bool:
-        return bool(self.handles)
-
-    def _pre(self, *_: Any) -> None:
-        self.timer.sync()
-        self._t0, self._c0 = time.perf_counter(), time.process_time()
-
-    def _post(self, *_: Any) -> None:
-        self.timer.sync()
-        self.seconds += time.perf_counter() - self._t0
-        self.cpu_seconds += time.process_time() - self._c0
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2 ** 20
-
-
 def device_peak_tflops(device: torch.device, dtype: str, override: Optional[float]) -> Tuple[float, str]:
     """(peak TFLOP/s, where the number comes from)."""
     if override:
@@ -227,151 +102,18 @@ def measured_gemm_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048
     return 2 * n ** 3 / best / 1e12
 
 
-def synthetic_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Moving rectangles on a textured background (what the decoder sees hardly matters for speed)."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    bg = np.repeat(np.repeat(base, 8, 0), 8, 1)[:h, :w]
-    frames = np.empty((n, h, w, 3), dtype=np.uint8)
-    for t in range(n):
-        f = bg.copy()
-        for k in range(3):
-            y = int((0.2 + 0.25 * k) * h)
-            x = int((0.1 + 0.02 * t * (k + 1)) * w) % max(1, w - w // 6)
-            f[y:y + h // 5, x:x + w // 6] = (80 * k + 60, 200 - 50 * k, 40 * (k + 1))
-        frames[t] = f
-    return frames
 
-
-def write_test_video(path: Path, frames: np.ndarray) -> Optional[Path]:
-    from dvis_sdk.io import write_video
-
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return write_video(path, iter(frames), fps=24.0)
-    except Exception as e:  # no encoder: fall back to in-memory frames (decode is then not measured)
-        print(f"[speed] could not encode a test video ({type(e).__name__}: {e}); decode not measured", file=sys.stderr)
-        return None
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the pipeline, stage by stage
-# --------------------------------------------------------------------------------------------------------------
-def _to_device(chunk: np.ndarray, device: torch.device) -> torch.Tensor:
-    # uint8 over the bus (4x less than float), pinned + non-blocking on CUDA
-    return frames_to_device(torch.from_numpy(chunk).permute(0, 3, 1, 2), device).float()
-
-
-def _chunks(source: Any, frames: np.ndarray, window: int) -> Iterator[Tuple[int, np.ndarray]]:
-    if source is not None:
-        yield from source.iter_chunks(window)
-    else:
-        for s in range(0, len(frames), window):
-            yield s, frames[s:s + window]
-
-
-def run_pipeline(model: Any, source: Any, frames: np.ndarray, window: int, device: torch.device, dtype: str,
-                 timer: Optional[Timer] = None, max_windows: Optional[int] = None,
-                 flops: Optional[Dict[str, int]] = None, prefetch: bool = False) -> Tuple[int, Any]:
-    """Decode -> results over the video. With ``timer``: per-stage times; with ``flops``: FLOPs per stage.
-    Returns (frames processed, VISOutput)."""
-    from dvis_sdk.io import prefetch as prefetch_iter
-
-    offline = getattr(model, "refiner", None) is not None
-    tm = timer or (lambda stage: contextlib.nullcontext())
-    autocast = (torch.autocast(device.type, enabled=False) if dtype == "fp32"
-                else torch.autocast(device.type, dtype=DTYPES[dtype]))
-
-    def counted(stage: str):
-        if flops is None:
-            return contextlib.nullcontext()
-        return _FlopStage(flops, stage)
-
-    it = _chunks(source, frames, window)
-    if prefetch:
-        it = prefetch_iter(it, depth=2)
-    state, windows, logits, masks = None, [], [], []
-    n_frames, image_size, padded = 0, None, None
-    with torch.no_grad(), autocast:
-        while True:
-            with tm("decode"):
-                item = next(it, None)
-            if item is None or (max_windows is not None and len(logits) + len(windows) >= max_windows):
-                break
-            _, chunk = item
-            with tm("preprocess"):
-                x = _to_device(chunk, device)
-                image_size = tuple(x.shape[-2:])
-                images = model.preprocess(x)
-                padded = tuple(images.shape[-2:])
-            with tm("backbone"), counted("backbone"):
-                features = model.backbone(images)
-            with tm("pixel_decoder"), counted("pixel_decoder"):
-                mask_features, _, multi_scale = model.pixel_decoder.forward_features(features)
-            with tm("decoder"), counted("decoder"):
-                seg = model.decoder(multi_scale, mask_features)
-                seg.pop("aux_outputs", None)
-                seg["mask_features"] = mask_features
-            with tm("tracker"), counted("tracker"):
-                trk, state, _ = model.track(seg, state)
-            n_frames += chunk.shape[0]
-            if offline:
-                trk.pop("pred_masks", None)
-                windows.append((seg, trk))
-            else:
-                logits.append(trk["pred_logits"])
-                masks.append(trk["pred_masks"])
-            del features, multi_scale
-        if offline:
-            from dvis_sdk.models.dvis import WindowOutput
-
-            wos = [WindowOutput(start=0, segmenter=s, tracker=t, indices=torch.empty(0), state=state) for s, t in windows]
-            with tm("refiner"), counted("refiner"):
-                refined = model.refiner(**model.refiner_inputs(wos))
-            online_logits = torch.cat([t["pred_logits"] for _, t in windows], dim=1)
-            pred_cls, aux_cls = refined["pred_logits"][0].float().mean(0), online_logits[0].float().mean(0)
-            pred_masks = refined["pred_masks"][0]
-        else:
-            pred_cls, aux_cls = torch.cat(logits, dim=1)[0].float().mean(0), None
-            pred_masks = torch.cat(masks, dim=2)[0]
-        with tm("postprocess"):
-            out = postprocess_vis(pred_cls, pred_masks, padded, image_size, image_size, model.cfg.test.max_num,
-                                  aux_pred_cls=aux_cls)
-            out.masks = out.masks.cpu().numpy()
-    return n_frames, out
-
-
-class _FlopStage:
-    def __init__(self, flops: Dict[str, int], stage: str):
-        from torch.utils.flop_counter import FlopCounterMode
-
-        self.flops, self.stage = flops, stage
-        self.mode = FlopCounterMode(display=False)
-
-    def __enter__(self):
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.mode.__exit__(*exc)
-        total = self.mode.get_total_flops()
-        if self.stage == "backbone":
-            # ViT-Adapter: the ViT's own FLOPs are "backbone", the rest "adapter" (as for the times)
-            vit = sum(sum(ops.values()) for name, ops in self.mode.get_flop_counts().items()
-                      if re.search(r"\.vit_module\.(patch_embed|blocks\.\d+)$", name))
-            if vit:
-                self.flops["adapter"] = self.flops.get("adapter", 0) + total - vit
-                total = vit
-        self.flops[self.stage] = self.flops.get(self.stage, 0) + total
-        return False
-
-
-# --------------------------------------------------------------------------------------------------------------
-# --compare: fast-path presets applied to ONE model, alternated pass after pass
+# --compare: fast-path presets applied to ONE model, alternated pass after pass.
+# "pytorch-reference" is THIS package's reference computation (grid_sample deformable attention as the official
+# PyTorch fallback, unfused attention), not the official CUDA kernel: a speed-up over it is not a speed-up over
+# the official code on a GPU (which runs the CUDA kernel).
+REFERENCE_NOTE = ("pytorch-reference = this package's reference paths (grid_sample deformable attention, as the "
+                  "official PyTorch fallback; unfused attention), not the official CUDA kernel")
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    "reference": dict(sdpa=False, deform_attn="reference", fp32_sampling=False, pixel_decoder_fp32=True,
+    "pytorch-reference": dict(sdpa=False, deform_attn="reference", fp32_sampling=False, pixel_decoder_fp32=True,
                       stem_fp32=False, channels_last=False),
     "fast": dict(sdpa=True, deform_attn="fast", fp32_sampling=True, pixel_decoder_fp32=True, stem_fp32=True,
                  channels_last=None),
@@ -387,11 +129,15 @@ VARIANTS.update({
 })
 
 
+ALIASES = {"reference": "pytorch-reference"}
+
+
 def parse_variants(text: str, default_dtype: str) -> List[Tuple[str, str, Dict[str, Any]]]:
-    """``"reference,fast,fast:bf16"`` -> [(label, dtype, optimize_model kwargs)]."""
+    """``"pytorch-reference,fast,fast:bf16"`` -> [(label, dtype, optimize_model kwargs)] ("reference" is an alias)."""
     out = []
     for item in text.split(","):
         name, _, dtype = item.strip().partition(":")
+        name = ALIASES.get(name, name)
         if name not in VARIANTS:
             raise SystemExit(f"--compare: unknown variant {name!r}; expected {sorted(VARIANTS)} (optionally :bf16 / :fp16)")
         dtype = dtype or default_dtype
@@ -449,6 +195,8 @@ def print_compare(r: Dict[str, Any]) -> None:
     h, w = r["resolution"]
     print(f"{r['config']} ({r['variant']} {r['mode']}, {r['backbone']}) {h}x{w}, {r['frames']} frames, "
           f"window {r['window']} on {r['device']} ({r['threads']} threads); best of {r['repeat']} alternating passes")
+    if any(label.startswith("pytorch-reference") for label in r["compare"]):
+        print(f"({r['reference_note']})")
     stages = [s for s in STAGES[2:-1] if any(s in v["ms_per_frame"] for v in r["compare"].values())] + ["model"]
     print(f"{'wall ms/frame':<24}" + "".join(f"{s:>14}" for s in stages) + f"{'frames/s':>10}{'speedup':>9}")
     for label, v in r["compare"].items():
@@ -467,7 +215,7 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Tuple[Any, DV
     torch.manual_seed(args.seed)
     model = dvis_sdk.build_model(cfg).to(device).eval()
     if args.reference:  # per-model choices: nothing else in the process changes
-        optimize(model, **VARIANTS["reference"])
+        optimize(model, **VARIANTS["pytorch-reference"])
     else:
         optimize(model, sdpa=None if args.sdpa == "auto" else args.sdpa == "on",
                  deform_attn=None if args.deform_attn == "auto" else args.deform_attn,
@@ -491,15 +239,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p.add_argument("--compile", action="store_true", help="torch.compile backbone / pixel decoder / decoder")
     p.add_argument("--half-pixel-decoder", action="store_true",
                    help="run the pixel decoder under autocast too (opt-in; the official keeps it fp32)")
-    p.add_argument("--reference", action="store_true", help="every fast path off (the official computation)")
+    p.add_argument("--reference", action="store_true",
+                   help="every fast path off: this package's PyTorch reference computation (grid_sample\n"
+                        "deformable attention as the official PyTorch fallback), NOT the official CUDA kernel")
     p.add_argument("--compare", default=None, metavar="V1,V2,...",
-                   help="time fast-path variants on one model, alternating: reference, fast, no-sdpa, no-deform,\n"
+                   help="time fast-path variants on one model, alternating: pytorch-reference (alias reference;\n"
+                        "this package's grid_sample path, not the official CUDA kernel), fast, no-sdpa, no-deform,\n"
                         "no-channels-last, half-pixel-decoder, each optionally :bf16 / :fp16\n"
-                        "(e.g. reference,fast,fast:bf16)")
+                        "(e.g. pytorch-reference,fast,fast:bf16)")
     p.add_argument("--warmup", type=int, default=1, help="windows run before timing (default 1)")
     p.add_argument("--repeat", type=int, default=1, help="timed passes; the best of them is reported")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end pass")
+    p.add_argument("--no-e2e", action="store_true", help="skip the model-loop and end-to-end (predict) passes")
+    p.add_argument("--mask-buffer-mb", type=float, default=1024,
+                   help="predict's mask buffer (0: every window's masks encoded as it comes, as on a long video)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP-counting pass")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak to compare with")
     p.add_argument("--seed", type=int, default=0)
@@ -548,6 +301,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             result = {"config": args.config, "variant": cfg.variant, "mode": cfg.mode, "backbone": cfg.backbone.type,
                       "resolution": [h, w], "frames": n_frames, "window": window, "device": str(device),
                       "threads": torch.get_num_threads(), "repeat": max(1, args.repeat), "torch": torch.__version__,
+                      "reference_note": REFERENCE_NOTE,
                       "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                       "compare": compare_variants(model, variants, source, frames, window, device, args.warmup,
                                                   args.repeat)}
@@ -585,16 +339,29 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         if source is None:
             best.pop("decode", None)
 
-        e2e_s = e2e_cpu = None
+        loop_s = e2e_s = e2e_cpu = None
+        predict_meta: Dict[str, Any] = {}
         if not args.no_e2e:
+            # the model loop alone (decode prefetched -> model -> dense post-processing), no runner, no RLE
+            loop_s = best_of(lambda: run_pipeline(model, source, frames, window, device, args.dtype, prefetch=True),
+                             args.repeat, device)
+            # end to end as a user runs it: VideoSegmenter.predict (decode, resize, window runner, mask
+            # up-sampling and RLE encoding), around this same model (not copied, fast paths as chosen)
+            seg = dvis_sdk.VideoSegmenter._owning(model, device=device, dtype=args.dtype, optimize=False,
+                                                  window_size=window, mask_buffer_mb=args.mask_buffer_mb)
+            video = str(path) if path is not None else torch.from_numpy(frames).permute(0, 3, 1, 2)
+            seg.predict(video, max_frames=window)  # warm-up
             e2e_s = e2e_cpu = float("inf")
             for _ in range(max(1, args.repeat)):
+                sync(device)
                 t0, c0 = time.perf_counter(), time.process_time()
-                run_pipeline(model, source, frames, window, device, args.dtype, prefetch=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
+                res = seg.predict(video)
+                sync(device)
                 e2e_s = min(e2e_s, time.perf_counter() - t0)
                 e2e_cpu = min(e2e_cpu, time.process_time() - c0)
+            predict_meta = {"model_size": res.meta["model_size"], "instances": len(res.instances),
+                            "masks_encoded_per_window": res.meta["masks_encoded_per_window"],
+                            "mask_buffer_mb": args.mask_buffer_mb}
 
         flops: Dict[str, int] = {}
         counted_frames = 0
@@ -626,6 +393,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                    for k, s in stage_s.items()},
         "model_fps": n_frames / model_s if model_s > 0 else None,
         "end_to_end_fps": e2e_fps,
+        "end_to_end": "VideoSegmenter.predict: decode, resize, window runner, mask up-sampling + RLE",
+        "predict": predict_meta or None,
+        "model_loop_fps": n_frames / loop_s if loop_s else None,
         "end_to_end_cpu_seconds_per_frame": e2e_cpu / n_frames if e2e_cpu else None,
         "model_cpu_seconds_per_frame": sum(v for k, v in best_cpu.items() if k in stage_s and k not in
                                            ("decode", "preprocess", "postprocess")) / n_frames,
@@ -666,8 +436,9 @@ def print_report(r: Dict[str, Any]) -> None:
         cpu = 1e3 * s["cpu_seconds"] / r["frames"] if s.get("cpu_seconds") is not None else None
         print(f"{k:<14}{_fmt(s['fps'], '.4g'):>10}{ms:>10.1f}{_fmt(cpu, '.1f'):>14}"
               f"{_fmt(s['gflop_per_frame'], '.4g'):>13}{_fmt(s['tflops'], '.3g'):>9}")
-    print(f"model (backbone..refiner): {_fmt(r['model_fps'], '.4g')} frames/s;  end to end (decode -> results): "
-          f"{_fmt(r['end_to_end_fps'], '.4g')} frames/s")
+    print(f"model (backbone..refiner): {_fmt(r['model_fps'], '.4g')} frames/s;  model loop (decode -> dense "
+          f"results): {_fmt(r['model_loop_fps'], '.4g')} frames/s;  end to end (VideoSegmenter.predict: decode, "
+          f"resize, runner, RLE): {_fmt(r['end_to_end_fps'], '.4g')} frames/s")
     if r["gflop_per_frame"] is not None:
         util = r.get("utilization")
         print(f"{r['gflop_per_frame']:.4g} GFLOP/frame; achieved {_fmt(r['achieved_tflops'], '.3g')} TFLOP/s in the model"

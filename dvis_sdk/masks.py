@@ -10,8 +10,8 @@ import numpy as np
 
 RLE = Dict[str, Any]  # pycocotools RLE: {"size": [H, W], "counts": bytes | str}
 
-__all__ = ["RLE", "encode_masks", "encode_mask", "decode_rles", "rle_to_json", "to_compressed", "polygons_to_rle",
-           "rle_area"]
+__all__ = ["RLE", "encode_masks", "encode_masks_colmajor", "encode_mask", "decode_rles", "rle_to_json",
+           "to_compressed", "polygons_to_rle", "rle_area"]
 
 
 def _mask_util():
@@ -30,6 +30,26 @@ def encode_masks(masks: np.ndarray) -> List[Optional[RLE]]:
     if len(present):
         # one call over all present frames: pycocotools wants (H, W, N) Fortran-ordered uint8
         stack = np.asfortranarray(masks[present].transpose(1, 2, 0).astype(np.uint8))
+        for t, rle in zip(present.tolist(), _mask_util().encode(stack)):
+            out[t] = rle
+    return out
+
+
+def encode_masks_colmajor(masks_wh: np.ndarray) -> List[Optional[RLE]]:
+    """Same result as :func:`encode_masks` of ``masks_wh.transpose(0, 2, 1)``, from (T, W, H) uint8 / bool masks
+    already in column-major order (C-contiguous): what RLE reads, so no conversion copy is made (the fast path of
+    long-video inference, whose masks are transposed on the device)."""
+    masks_wh = np.asarray(masks_wh)
+    if masks_wh.ndim != 3:
+        raise ValueError(f"masks must be (T, W, H), got shape {masks_wh.shape}")
+    if masks_wh.dtype != np.uint8:
+        masks_wh = masks_wh.astype(np.uint8)
+    out: List[Optional[RLE]] = [None] * masks_wh.shape[0]
+    present = np.flatnonzero(masks_wh.reshape(masks_wh.shape[0], -1).any(1))
+    if len(present):
+        chosen = masks_wh if len(present) == len(out) else masks_wh[present]
+        # (N, W, H) C-contiguous is (H, W, N) Fortran-ordered: what pycocotools wants, without a copy
+        stack = np.ascontiguousarray(chosen).transpose(2, 1, 0)
         for t, rle in zip(present.tolist(), _mask_util().encode(stack)):
             out[t] = rle
     return out

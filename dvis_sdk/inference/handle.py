@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from ..ops.preprocess import resize_frame, resized_shape
+from ..ops.preprocess import resize_frame, resize_frames_tensor, resized_shape
 from ..io import open_video, prefetch
 
 Window = Tuple[int, torch.Tensor]  # (index of the first frame, (t, 3, h, w) uint8 RGB frames at model size)
@@ -28,7 +28,8 @@ def _tensor_chunks(x: torch.Tensor, window: int, stride: int, max_frames: Option
 
     def gen():
         for s in range(0, len(idx), window):
-            yield s, x[idx[s:s + window]].detach().cpu()
+            # a tensor on an accelerator stays there (resized there too): no copy to the host and back
+            yield s, x[idx[s:s + window]].detach()
 
     info = dict(height=int(x.shape[2]), width=int(x.shape[3]), num_frames=len(idx), name="tensor", fps=None, path=None,
                 source_index=lambda i: first + i * stride, timestamp=lambda i: None)
@@ -59,6 +60,9 @@ class VideoHandle:
 
         def prepare(chunks=chunks):
             for i, x in chunks:
+                if x.device.type != "cpu":  # frames already on an accelerator
+                    yield i, resize_frames_tensor(x.to(torch.uint8), size) if size != (h, w) else x
+                    continue
                 if size != (h, w):
                     arr = x.permute(0, 2, 3, 1).to(torch.uint8).numpy()
                     x = torch.from_numpy(np.stack([resize_frame(f, size) for f in arr])).permute(0, 3, 1, 2)

@@ -15,10 +15,13 @@ from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPE_REQUESTS, DTYPES, autocast_context, native_bf16, resolve_device, resolve_dtype
 from .handle import VideoHandle
+from .encoder import MaskEncoder, frame_masks
 from .panoptic import dense_predict
-from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, decode, default_window_size
+from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, default_window_size
 from ..io import VideoReadError
 
+#: Background threads that up-sample and encode masks while inference goes on (``predict``).
+MASK_ENCODER_WORKERS = 1
 #: Offline mode: frames the temporal refiner sees at once by default (see ``docs/user_guide.md``, long videos).
 DEFAULT_CHUNK_SIZE = 300
 
@@ -349,30 +352,39 @@ class VideoSegmenter:
         if self.cfg.test.task != "vis":  # video panoptic / semantic: whole-video maps (inference/panoptic.py)
             return dense_predict(self._run(runner, handle, progress, on_frames), runner, info, self.cfg,
                                  int(self.mask_buffer_mb * 2**20), handle.stride, handle.start, self.dtype)
-        acc = ScoreAccumulator(None if runner.final else self.cfg.segmenter.num_queries,
-                               buffer_bytes=int(self.mask_buffer_mb * 2**20))
-        try:
-            for w in self._run(runner, handle, progress, on_frames):
-                acc.add(w)
-        except InferenceOOMError as e:
-            e.partial = self._video_result(acc, info, runner, handle.stride, handle.start)
-            raise
-        if acc.frames == 0:
-            raise VideoReadError(f"{info.get('path') or info['name']}: no frames to process (empty range?)")
-        return self._video_result(acc, info, runner, handle.stride, handle.start)
+        # masks are up-sampled and encoded in a background thread while the next windows are in inference
+        with MaskEncoder(self.device, workers=MASK_ENCODER_WORKERS) as encoder:
+            acc = ScoreAccumulator(None if runner.final else self.cfg.segmenter.num_queries,
+                                   buffer_bytes=int(self.mask_buffer_mb * 2**20), encoder=encoder)
+            try:
+                for w in self._run(runner, handle, progress, on_frames):
+                    acc.add(w)
+                if acc.frames == 0:
+                    raise VideoReadError(f"{info.get('path') or info['name']}: no frames to process (empty range?)")
+                return self._video_result(acc, info, runner, handle.stride, handle.start)
+            except InferenceOOMError as e:
+                e.partial = self._video_result(acc, info, runner, handle.stride, handle.start, partial=True)
+                raise
 
-    def _video_result(self, acc, info: dict, runner, stride: int, start: Optional[float]) -> VideoResult:
+    def _video_result(self, acc, info: dict, runner, stride: int, start: Optional[float],
+                      partial: bool = False) -> VideoResult:
+        """The result of what ``acc`` holds; ``partial`` (after an out-of-memory error): every frame done, with
+        the masks of those that could be encoded (``meta["masks_encoded_frames"]``; ``None`` after them)."""
         names = self.cfg.class_names
         h, w = info["height"], info["width"]
         scores, labels, queries = acc.select(self.cfg.test.max_num)
-        masks = acc.masks_of(queries)
+        masks = acc.masks_of(queries, partial=partial)
         instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=masks[q], height=h, width=w)
                      for s, l, q in zip(scores, labels, queries)]
-        meta = {"mode": "offline" if runner.offline else ("segmenter" if self.cfg.mode == "segmenter" else "online"), "source": info.get("path") or info["name"],
+        mode = "offline" if runner.offline else ("segmenter" if self.cfg.mode == "segmenter" else "online")
+        meta = {"mode": mode, "source": info.get("path") or info["name"],
                 "fps": info.get("fps"), "stride": stride, "start": start, "model_size": list(info["model_size"]),
                 "window_size": runner.window_size, "chunk_size": runner.chunk_size, "dtype": self.dtype,
                 "masks_encoded_per_window": acc.streaming}
-        return VideoResult(instances=instances, num_frames=acc.frames, height=h, width=w, class_names=names, meta=meta)
+        if partial and acc.encoded_frames < acc.frames:
+            meta["masks_encoded_frames"] = acc.encoded_frames
+        return VideoResult(instances=instances, num_frames=acc.frames, height=h, width=w, class_names=names,
+                           meta=meta)
 
     @torch.no_grad()
     def stream(self, frames: Any, score_threshold: float = 0.3, resize: bool = True, max_frames: Optional[int] = None,
@@ -408,18 +420,15 @@ class VideoSegmenter:
         for res in self._run(runner, handle, progress, None):
             acc.add(res)
             scores, labels = acc.query_scores()
-            order = torch.argsort(scores, descending=True, stable=True).tolist()
-            reported = [q for q in order if float(scores[q]) >= score_threshold]
-            rles = res.encode(reported)
-            for i in range(res.num_frames):
-                insts = []
-                for q in reported:
-                    if len(insts) >= self.cfg.test.max_num:
-                        break
-                    rle = rles[q][i]
-                    if rle is not None:
-                        lab = int(labels[q])
-                        insts.append(FrameInstance(q, lab, float(scores[q]), decode(rle), names[lab] if names else None))
+            order = torch.argsort(scores, descending=True, stable=True)
+            # one device -> host read per window for every query's score, label and rank
+            score_l, label_l, order_l = torch.stack([scores.double(), labels.double(), order.double()]).tolist()
+            reported = [int(q) for q in order_l if score_l[int(q)] >= score_threshold]
+            per_frame = frame_masks(res.mask_logits, res.padded_size, res.image_size, res.output_size, reported,
+                                    self.cfg.test.max_num)
+            for i, found in enumerate(per_frame):
+                insts = [FrameInstance(q, int(label_l[q]), score_l[q], mask,
+                                       names[int(label_l[q])] if names else None) for q, mask in found]
                 idx = res.start + i
                 yield FrameResult(idx, insts, h, w, source_index=info["source_index"](idx),
                                   timestamp=info["timestamp"](idx))

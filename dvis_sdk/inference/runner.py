@@ -44,44 +44,26 @@ Otherwise the score accumulation assumes every window reports the same ``Q`` que
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..masks import RLE, decode_rles, encode_masks
+from ..masks import RLE, decode_rles, encode_masks, encode_masks_colmajor
 from ..models.dvis import WindowOutput
+from ..oom import InferenceOOMError, free_memory, is_oom
+from ..ops import postprocess as _postprocess
 from ..ops.postprocess import VISOutput, class_scores, postprocess_vis, select_topk, upsample_masks
+from .encoder import FRAME_CHUNK, QUERY_CHUNK, MaskEncoder
 
-_OOM_TYPES: Tuple[type, ...] = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-                                      torch.cuda.OutOfMemoryError, MemoryError})
+_UPSAMPLE = upsample_masks
 
-
-class InferenceOOMError(RuntimeError):
-    """Out of memory even with the smallest window. ``partial`` holds the result of the frames done before, when the
-    caller could build one (``VideoSegmenter.predict`` does)."""
-
-    def __init__(self, message: str, frames_done: int = 0):
-        super().__init__(message)
-        self.frames_done = frames_done
-        self.partial = None
-
-
-def is_oom(e: BaseException) -> bool:
-    """CUDA / host out-of-memory errors (torch raises them as different types, or as RuntimeError on some paths)."""
-    if isinstance(e, _OOM_TYPES):
-        return True
-    msg = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
-
-
-def _free_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -103,11 +85,21 @@ class WindowResult:
     def num_frames(self) -> int:
         return int(self.logits.shape[0])
 
-    def encode(self, queries: Optional[List[int]] = None) -> Dict[int, List[Optional[RLE]]]:
-        """``{q: [rle or None per frame]}`` for ``queries`` (default: all)."""
+    def encode(self, queries: Optional[List[int]] = None, query_chunk: int = QUERY_CHUNK,
+               frame_chunk: int = FRAME_CHUNK,
+               host_buffer: Optional[Callable[[int], Tensor]] = None,
+               on_cpu: bool = False) -> Dict[int, List[Optional[RLE]]]:
+        """``{q: [rle or None per frame]}`` for ``queries`` (default: all); chunks and ``host_buffer`` as
+        :func:`encode_window_masks`; ``on_cpu``: up-sample on the CPU (after the device ran out of memory)."""
         qs = list(range(self.mask_logits.shape[0])) if queries is None else list(queries)
-        rles = encode_window_masks(self.mask_logits[qs], self.padded_size, self.image_size, self.output_size)
+        logits = self.mask_logits[qs].cpu() if on_cpu else self.mask_logits[qs]
+        rles = encode_window_masks(logits, self.padded_size, self.image_size, self.output_size,
+                                   query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer)
         return dict(zip(qs, rles))
+
+    def frames_label(self) -> str:
+        """"frames a-b": how messages name this window."""
+        return f"frames {self.start}-{self.start + self.num_frames - 1}"
 
     def nbytes(self) -> int:
         return self.mask_logits.numel() * self.mask_logits.element_size()
@@ -121,16 +113,27 @@ class ScoreAccumulator:
     Masks are kept as raw mask logits while they fit in ``buffer_bytes`` (then, at the end, only the kept
     instances are up-sampled and encoded, like the official post-processing); beyond that, every window is
     encoded for all queries as it arrives so memory stops growing except for the RLE results. Both give the same
-    masks."""
+    masks. ``encoder``: a :class:`~dvis_sdk.inference.encoder.MaskEncoder` that does that work in background
+    threads (default: a synchronous one); at most ``encoder.max_pending`` windows wait for it. An out-of-memory
+    error that even one query of one frame does not survive raises
+    :class:`~dvis_sdk.oom.InferenceOOMError`; ``masks_of(..., partial=True)`` then gives the masks of the frames
+    encoded so far (``encoded_frames``) and ``None`` after them."""
 
     num_queries: Optional[int] = None  # None: taken from the first window (a finalizing model's row count)
     keep_masks: bool = True
     buffer_bytes: int = 1 << 30
+    encoder: Optional[MaskEncoder] = None
     frames: int = 0
     logit_sum: Optional[Tensor] = None
     aux_sum: Optional[Tensor] = None
     buffered: List[WindowResult] = field(default_factory=list)
     rles: List[List[Optional[RLE]]] = field(default_factory=list)
+    encoded_frames: int = 0  # frames whose masks (all queries) are in ``rles``
+    pending: Deque[Tuple[int, Future]] = field(default_factory=collections.deque)  # (frames, encoding) in order
+
+    def __post_init__(self) -> None:
+        if self.encoder is None:
+            self.encoder = MaskEncoder(torch.device("cpu"), workers=0)
 
     def add(self, w: WindowResult) -> None:
         if self.num_queries is None:
@@ -144,35 +147,67 @@ class ScoreAccumulator:
         if not self.keep_masks:
             return
         if self.rles:  # already streaming
-            self._append(w.encode())
+            self._submit(w)
             return
         self.buffered.append(w)
         if sum(b.nbytes() for b in self.buffered) > self.buffer_bytes:
             self.rles = [[] for _ in range(self.num_queries)]
-            for b in self.buffered:
-                self._append(b.encode())
-            self.buffered = []
+            buffered, self.buffered = self.buffered, []
+            for b in buffered:
+                self._submit(b)
 
-    def _append(self, enc: Dict[int, List[Optional[RLE]]]) -> None:
+    def _submit(self, w: WindowResult) -> None:
+        self.pending.append((w.num_frames, self.encoder.submit(_encode_job(w, None), w.frames_label())))
+        while len(self.pending) > self.encoder.max_pending:  # back-pressure: bounded memory
+            self._collect()
+
+    def _collect(self) -> None:
+        frames, fut = self.pending[0]
+        enc = self.encoder.result(fut)
+        self.pending.popleft()
         for q in range(self.num_queries):
             self.rles[q].extend(enc[q])
+        self.encoded_frames += frames
+
+    def flush(self) -> None:
+        """Wait until every window handed over so far is encoded."""
+        while self.pending:
+            self._collect()
 
     @property
     def streaming(self) -> bool:
         """True once the buffer overflowed and masks are encoded window by window."""
         return bool(self.rles)
 
-    def masks_of(self, queries: List[int]) -> Dict[int, List[Optional[RLE]]]:
-        """Every frame's RLE of each query in ``queries``."""
+    def masks_of(self, queries: List[int], partial: bool = False) -> Dict[int, List[Optional[RLE]]]:
+        """Every frame's RLE of each query in ``queries``. ``partial``: after an out-of-memory error, never
+        raising another one: the masks of the first ``encoded_frames`` frames, ``None`` after them."""
         if self.streaming:
-            return {q: self.rles[q] for q in queries}
+            try:
+                self.flush()
+            except InferenceOOMError:
+                if not partial:
+                    raise
+                self.pending.clear()
+            return {q: self._padded(self.rles[q][:self.encoded_frames]) for q in queries}
         out: Dict[int, List[Optional[RLE]]] = {q: [] for q in queries}
         uniq = sorted(set(queries))
-        for b in self.buffered:
-            enc = b.encode(uniq)
+        futures = [(b.num_frames, self.encoder.submit(_encode_job(b, uniq), b.frames_label())) for b in self.buffered]
+        self.encoded_frames = 0
+        for frames, fut in futures:  # every window is queued at once: the workers overlap them
+            try:
+                enc = self.encoder.result(fut)
+            except InferenceOOMError:
+                if not partial:
+                    raise
+                break
             for q in uniq:
                 out[q].extend(enc[q])
-        return out
+            self.encoded_frames += frames
+        return {q: self._padded(out[q][:self.encoded_frames]) for q in queries}
+
+    def _padded(self, rles: List[Optional[RLE]]) -> List[Optional[RLE]]:
+        return rles + [None] * (self.frames - len(rles))
 
     def mean_logits(self) -> Tuple[Tensor, Optional[Tensor]]:
         aux = None if self.aux_sum is None else (self.aux_sum / self.frames).float()
@@ -189,25 +224,58 @@ class ScoreAccumulator:
         if self.frames == 0 or not self.num_queries:
             return [], [], []
         pred_cls, aux = self.mean_logits()
+        logits = pred_cls if aux is None else torch.cat([pred_cls, aux], -1)
+        bad = ~torch.isfinite(logits).all(-1)
+        if bool(bad.any()):  # one read per video
+            warnings.warn(f"{int(bad.sum())} queries have non-finite class logits (half-precision overflow?); "
+                          "they score 0: try dtype='bf16' or 'fp32'", RuntimeWarning, stacklevel=3)
         scores, labels, queries = select_topk(pred_cls, max_num, aux)
         order = torch.argsort(scores, descending=True, stable=True)
         return scores[order].tolist(), labels[order].tolist(), queries[order].tolist()
 
 
+def _encode_job(w: WindowResult, queries: Optional[List[int]]) -> Callable[..., Dict[int, List[Optional[RLE]]]]:
+    def job(query_chunk: int, frame_chunk: int, host_buffer: Optional[Callable[[int], Tensor]], on_cpu: bool):
+        # only what differs from the defaults: the first try is the plain ``w.encode(queries)``
+        given = dict(query_chunk=query_chunk, frame_chunk=frame_chunk, host_buffer=host_buffer, on_cpu=on_cpu)
+        defaults = dict(query_chunk=QUERY_CHUNK, frame_chunk=FRAME_CHUNK, host_buffer=None, on_cpu=False)
+        return w.encode(queries, **{k: v for k, v in given.items() if v != defaults[k]})
+    return job
+
+
 def encode_window_masks(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
-                        output_size: Tuple[int, int], query_chunk: int = 8) -> List[List[Optional[RLE]]]:
+                        output_size: Tuple[int, int], query_chunk: int = QUERY_CHUNK, frame_chunk: int = FRAME_CHUNK,
+                        host_buffer: Optional[Callable[[int], Tensor]] = None) -> List[List[Optional[RLE]]]:
     """(Q, t, h, w) mask logits -> ``rles[q][i]``, thresholded exactly as the official post-processing.
 
     Queries whose logits are all <= 0 are empty after bilinear up-sampling (a convex combination), so they are
-    skipped without up-sampling; the others are up-sampled a few at a time to bound the full-size intermediates."""
+    skipped without up-sampling; the others are up-sampled ``query_chunk`` queries x ``frame_chunk`` frames at a
+    time to bound the full-size intermediates. Masks on an accelerator are transposed to column-major order (the
+    order RLE counts in) there, so the host receives exactly what pycocotools reads, with no conversion.
+    ``host_buffer(nbytes)``: a pinned uint8 buffer to copy device masks into without blocking other streams
+    (:class:`~dvis_sdk.inference.encoder.MaskEncoder` passes one); by default ``.cpu()``."""
     q_total, t = mask_logits.shape[:2]
     rles: List[List[Optional[RLE]]] = [[None] * t for _ in range(q_total)]
+    # the up-sampler is looked up at call time, in this module then in ops.postprocess, so that a replacement
+    # installed in either (a custom up-sampler, a fault injector) is the one used
+    upsample = upsample_masks if upsample_masks is not _UPSAMPLE else _postprocess.upsample_masks
     active = torch.nonzero(mask_logits.flatten(1).amax(1) > 0).flatten().tolist()
     for s in range(0, len(active), query_chunk):
         qs = active[s:s + query_chunk]
-        masks = upsample_masks(mask_logits[qs], padded_size, image_size, output_size).cpu().numpy()
-        for q, m in zip(qs, masks):
-            rles[q] = encode_masks(m)
+        chunking = {} if frame_chunk == FRAME_CHUNK else {"frame_chunk": frame_chunk}  # the default: not passed
+        masks = upsample(mask_logits[qs], padded_size, image_size, output_size, **chunking)
+        if masks.device.type == "cpu":  # numpy makes the column-major copy faster than torch on a CPU
+            for q, m in zip(qs, masks.numpy()):
+                rles[q] = encode_masks(m)
+            continue
+        cols = masks.transpose(-1, -2).contiguous().view(torch.uint8)  # (k, t, W, H): (H, W) column-major
+        if host_buffer is not None:
+            host = host_buffer(cols.numel()).view(cols.shape)
+            host.copy_(cols, non_blocking=True)
+            torch.cuda.current_stream(cols.device).synchronize()  # this thread's stream only
+            cols = host
+        for q, m in zip(qs, cols.cpu().numpy()):
+            rles[q] = encode_masks_colmajor(m)
     return rles
 
 
@@ -258,7 +326,7 @@ class WindowRunner:
             if not is_oom(e):
                 raise
             del e
-        _free_memory(self.device)
+        free_memory(self.device)
         self.oom_events += 1
         if len(items) == 1:
             message, done = fatal()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..oom import is_oom
 from ..layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS, ImplChoices, check_choice
 from .backbones.resnet import ResNet
 
@@ -44,6 +45,10 @@ def compile_module(module: nn.Module, method: str = "forward", **compile_kwargs:
             try:
                 return compiled(*args, **kwargs)
             except Exception as e:
+                if is_oom(e):
+                    # not a compilation problem: the caller's out-of-memory back-off retries with less work, and
+                    # the compiled path must stay on for the calls that fit
+                    raise
                 state["failed"] = True
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 warnings.warn(f"torch.compile failed for {type(module).__name__}.{method} ({type(e).__name__}: "

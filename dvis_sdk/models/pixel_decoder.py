@@ -149,7 +149,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             pos_flatten.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
         src_flat = torch.cat(src_flatten, 1)
         pos_flat = torch.cat(pos_flatten, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flat.device)
+        # built on the device from Python sizes: a host -> device copy of a list would synchronise the stream
+        one = torch.ones((), dtype=torch.long, device=src_flat.device)
+        spatial_shapes = torch.stack([torch.stack([one * h, one * w]) for h, w in shapes])
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
         # the encoder gets the sizes as Python numbers: symbolic under torch.export, so ONNX graphs keep dynamic H, W

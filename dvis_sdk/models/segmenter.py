@@ -51,5 +51,9 @@ class SegmenterModel(nn.Module):
 
     def preprocess(self, frames: Tensor) -> Tensor:
         """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded to the size divisibility."""
-        return normalize_and_pad(frames.to(self.pixel_mean.device), self.cfg.input.pixel_mean,
-                                 self.cfg.input.pixel_std, self.cfg.input.size_divisibility)
+        # the mean / std buffers (already on the device, the same float32 values as the config's): a list would be
+        # copied host -> device, synchronising the stream, on every window (a model cast to half keeps the lists)
+        exact = self.pixel_mean.dtype == torch.float32
+        mean = self.pixel_mean.view(-1) if exact else self.cfg.input.pixel_mean
+        std = self.pixel_std.view(-1) if exact else self.cfg.input.pixel_std
+        return normalize_and_pad(frames.to(self.pixel_mean.device), mean, std, self.cfg.input.size_divisibility)

@@ -85,6 +85,15 @@ def hungarian_match_costs(cost: np.ndarray, inverse: bool) -> np.ndarray:
     return np.stack(out, 0).astype(np.int64)
 
 
+def _host_to_device(a: np.ndarray, device: torch.device) -> Tensor:
+    """A host array on ``device`` without waiting for the device: on CUDA through pinned memory (a copy from
+    pageable memory first waits for the stream to drain, once per frame here)."""
+    t = torch.from_numpy(a)
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _gather_queries(x: Tensor, idx: Tensor) -> Tensor:
     """x (Q, B, C), idx (B, Q') -> x re-ordered per batch element: out[k, b] = x[idx[b, k], b]."""
     index = idx.t().unsqueeze(-1).expand(-1, -1, x.shape[-1])
@@ -154,7 +163,9 @@ class _TrackerBase(nn.Module):
         # One batched cosine for all consecutive-frame pairs; the reference re-ordering chosen at
         # frame t-1 is then applied to the ROWS on the CPU (a row permutation of the cost).
         raw_cost = cosine_cost(refs.permute(0, 2, 1, 3), frame_embeds.permute(0, 2, 1, 3))  # (T, B, Q, Q)
-        raw_cost = raw_cost.cpu().double().numpy()
+        # the window's ONE device -> host read: everything after it (Hungarian matching, the reference row
+        # re-ordering) runs on this host copy (from_dlpack: a view of the copy, no second conversion)
+        raw_cost = np.from_dlpack(raw_cost.double().cpu())
 
         device = frame_embeds.device
         ref_rows = np.broadcast_to(np.arange(n_q), (bs, n_q))  # re-ordering of the reference rows
@@ -165,7 +176,7 @@ class _TrackerBase(nn.Module):
             fresh = i == 0 and state is None
             cost = np.take_along_axis(raw_cost[i], ref_rows[:, :, None], axis=1)
             matched_np = hungarian_match_costs(cost, self._inverse_matching)
-            matched = torch.from_numpy(matched_np).to(device, non_blocking=True)
+            matched = _host_to_device(matched_np, device)
             if self.training and not fresh:
                 indices, identity0 = self._noise(matched, frame_embeds_no_norm[i])
                 indices_np = None

@@ -27,7 +27,9 @@ def class_scores(pred_cls: Tensor, aux_pred_cls: Optional[Tensor] = None) -> Ten
     scores = F.softmax(pred_cls.float(), dim=-1)[:, :-1]
     if aux_pred_cls is not None:
         scores = torch.maximum(scores, F.softmax(aux_pred_cls.float(), dim=-1)[:, :-1])
-    return scores
+    # non-finite logits (a half-precision overflow) give NaN probabilities: such a query scores 0 (ranked last)
+    # instead of writing NaN into results; finite logits are unchanged
+    return torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def select_topk(pred_cls: Tensor, max_num: int, aux_pred_cls: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:

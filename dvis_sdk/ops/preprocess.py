@@ -3,7 +3,7 @@ inference (:meth:`OnlineDVIS.preprocess`) and training (:func:`pad_clips`)."""
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,14 +37,25 @@ def resize_frame(frame: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
 
 
+def resize_frames_tensor(frames: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Resize (T, 3, H, W) uint8 RGB frames to ``size`` = (h, w) where they are (a GPU: no host round trip), with
+    the same filter as :func:`resize_frame` (bilinear that low-pass filters when shrinking, torch's ``antialias``);
+    PIL rounds in fixed point, so values may differ from it by one grey level."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    x = F.interpolate(frames.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def padded_size(height: int, width: int, size_divisibility: int) -> Tuple[int, int]:
     """(h, w) rounded up to multiples of ``size_divisibility`` (unchanged for <= 1)."""
     d = max(int(size_divisibility), 1)
     return int(math.ceil(height / d) * d), int(math.ceil(width / d) * d)
 
 
-def normalize_and_pad(frames: Tensor, pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                      size_divisibility: int = 32, pad_to: Optional[Tuple[int, int]] = None) -> Tensor:
+def normalize_and_pad(frames: Tensor, pixel_mean: Union[Sequence[float], Tensor],
+                      pixel_std: Union[Sequence[float], Tensor], size_divisibility: int = 32,
+                      pad_to: Optional[Tuple[int, int]] = None) -> Tensor:
     """(T, 3, H, W) RGB 0..255 -> normalised, zero-padded (bottom/right, AFTER normalisation) to a multiple
     of ``size_divisibility`` (or to ``pad_to`` = (Hp, Wp)), as detectron2's ``ImageList.from_tensors``.
     Returns (T, 3, Hp, Wp) float32."""

@@ -19,7 +19,7 @@ Differences from the upstream ViT-Adapter that the official DVIS++ code has (and
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from torch import Tensor, nn
 from ...layers.impl import ImplChoices, check_choice
 from ...layers.ms_deform_attn import MSDeformAttn
 from ...runtime import fp32_under_autocast
+
+# (H, W) of each level: Python ints (no host read per call) or, for callers that have one, an (L, 2) tensor
+SpatialShapes = Union[Tensor, Sequence[Tuple[int, int]]]
 
 from .dinov2 import DinoVisionTransformer, convert_dinov2_state_dict, resize_patch_embed_kernel
 
@@ -126,7 +129,7 @@ class Extractor(nn.Module):
             self.ffn = ConvFFN(dim, int(dim * cffn_ratio))
             self.ffn_norm = nn.LayerNorm(dim, eps=1e-6)
 
-    def _inner(self, query: Tensor, feat: Tensor, reference_points: Tensor, spatial_shapes: Tensor,
+    def _inner(self, query: Tensor, feat: Tensor, reference_points: Tensor, spatial_shapes: SpatialShapes,
                level_start_index: Tensor, h: int, w: int) -> Tensor:
         query = query + self.attn(self.query_norm(query), reference_points, self.feat_norm(feat),
                                   spatial_shapes, level_start_index, None)
@@ -134,7 +137,7 @@ class Extractor(nn.Module):
             query = query + self.ffn(self.ffn_norm(query), h, w)
         return query
 
-    def forward(self, query: Tensor, reference_points: Tensor, feat: Tensor, spatial_shapes: Tensor,
+    def forward(self, query: Tensor, reference_points: Tensor, feat: Tensor, spatial_shapes: SpatialShapes,
                 level_start_index: Tensor, h: int, w: int) -> Tensor:
         """query (B, 21n, D) adapter tokens; feat (B, h*w, D) ViT patch tokens; returns updated query."""
         args = (reference_points, spatial_shapes, level_start_index, h, w)
@@ -343,8 +346,10 @@ class ViTAdapter(nn.Module):
         h, w = H // 16, W // 16
 
         # Extractor inputs: adapter tokens (strides 8/16/32) query the single stride-16 ViT level.
-        spatial_shapes = torch.as_tensor([(h, w)], dtype=torch.long, device=x.device)
-        level_start_index = spatial_shapes.new_zeros((1,))
+        # the level sizes as Python ints (as the pixel decoder passes them): a device tensor would be read back
+        # to the host by every deformable-attention call (6 syncs per window, each a torch.compile graph break)
+        spatial_shapes = ((h, w),)
+        level_start_index = torch.zeros((1,), dtype=torch.long, device=x.device)
         ref = _reference_points([(H // 8, W // 8), (h, w), (H // 32, W // 32)], x.device, x.dtype)
         deform_inputs = [ref, spatial_shapes, level_start_index]
 

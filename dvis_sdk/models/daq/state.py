@@ -23,6 +23,12 @@ from torch import Tensor
 POS_CACHE = 10
 
 
+def _own(x: Tensor) -> Tensor:
+    """``x`` in storage of its own. The track module hands over rows of whole-frame tensors (``masks[k]`` of the
+    frame's (n, h, w) masks); a stored view would keep the whole frame tensor alive for the rest of the video."""
+    return x if x.untyped_storage().nbytes() == x.numel() * x.element_size() else x.clone()
+
+
 @dataclass(frozen=True)
 class DAQSequence:
     """One instance sequence (the official ``VideoInstanceSequence``).
@@ -54,14 +60,15 @@ class DAQSequence:
         return len(self.logits)
 
     def store(self, embed: Tensor, logits: Tensor, mask: Tensor, kept: bool) -> "DAQSequence":
-        """Append one frame; a kept frame also resets the miss counter."""
-        return dataclasses.replace(self, embeds=self.embeds + (embed,), logits=self.logits + (logits,),
-                                   masks=self.masks + (mask,), appearance=self.appearance + (kept,),
+        """Append one frame (copies: see :func:`_own`); a kept frame also resets the miss counter."""
+        return dataclasses.replace(self, embeds=self.embeds + (_own(embed),), logits=self.logits + (_own(logits),),
+                                   masks=self.masks + (_own(mask),), appearance=self.appearance + (kept,),
                                    misses=0 if kept else self.misses)
 
     def update_pos(self, pos: Tensor) -> "DAQSequence":
         """Similarity-guided fusion (``update_pos``): ``new = (1 - b) * old + b * pos`` with ``b`` the clamped
         mean cosine of ``pos`` with the previous (at most ``POS_CACHE - 1``) raw position embeddings."""
+        pos = _own(pos)
         cache = (self.pos_embeds + (pos,))[-POS_CACHE:]
         if self.guided_pos is None:
             return dataclasses.replace(self, pos_embeds=cache, guided_pos=pos)
