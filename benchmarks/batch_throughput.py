@@ -75,8 +75,9 @@ class SimulatedAccelerator:
         self.seg, self.ms = seg, ms
 
     def __enter__(self):
-        from dvis_sdk.inference.runner import WindowResult
         import torch
+
+        from dvis_sdk.inference.runner import WindowResult
 
         q, c = self.seg.cfg.segmenter.num_queries, self.seg.cfg.segmenter.num_classes + 1
         ms = self.ms
@@ -161,7 +162,8 @@ def run(seg, src: Path, mode: str, device: str, threads=None) -> dict:
         raise RuntimeError("serial mode measured nothing different: the predictor no longer decodes through "
                            "dvis_sdk.inference.handle.prefetch; patch what it uses now")
     frames = sum(r["frames"] for r in s.ok)
-    res = {"mode": mode, "videos": len(s.ok), "wall_s": round(wall, 2), "videos_per_hour": round(len(s.ok) * 3600 / wall),
+    res = {"mode": mode, "videos": len(s.ok), "wall_s": round(wall, 2),
+           "videos_per_hour": round(len(s.ok) * 3600 / wall),
            "frames_per_s": round(frames / wall, 2),
            "cpu_util": round(cpu / (wall * (os.cpu_count() or 1)), 3)}
     if gpu is not None and getattr(gpu, "samples", None):

@@ -69,7 +69,9 @@ def parse_resolution(text: str) -> Tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--resolution: expected one of {sorted(RESOLUTIONS)} or HxW (e.g. 360x640), got {text!r}")
+        raise SystemExit(
+            f"--resolution: expected one of {sorted(RESOLUTIONS)} or HxW (e.g. 360x640), got {text!r}"
+        ) from None
     if h < 32 or w < 32:
         raise SystemExit(f"--resolution {text}: both sides must be at least 32")
     return h, w

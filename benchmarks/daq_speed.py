@@ -130,7 +130,7 @@ def main() -> None:
     e2e = {"no_object_bias": args.no_object_bias[-1], **{k: {"predict_ms_per_frame": float("inf")} for k in segs_e2e}}
     for _ in range(args.repeat):  # interleaved rounds: the three see the same machine load; best of the rounds
         for key, seg in segs_e2e.items():
-            t, result = _time(lambda: seg.predict(frames_u8, resize=False), 1)
+            t, result = _time(lambda seg=seg: seg.predict(frames_u8, resize=False), 1)
             e2e[key] = {"predict_ms_per_frame": min(e2e[key]["predict_ms_per_frame"], 1000 * t / T),
                         "instances": len(result.instances)}
     res = {

@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import build_segmenter, rss_mb  # noqa: E402
 
+
 def make_video(path: Path, frames: int, height: int, width: int) -> None:
     """Moving bright squares on a dark textured background (cheap to decode, non-trivial masks)."""
     from dvis_sdk.io import write_video
@@ -72,8 +73,8 @@ def child(args: argparse.Namespace) -> None:
             frames += 1
             n_inst = max(n_inst, len(fr.instances))
     else:  # official: decode everything, keep every query's mask logits for the whole video
-        from dvis_sdk.ops.preprocess import resize_frame, resized_shape
         from dvis_sdk.io import open_video
+        from dvis_sdk.ops.preprocess import resize_frame, resized_shape
 
         src = open_video(args.video)
         size = resized_shape(src.height, src.width, seg.cfg.input.min_size_test, seg.cfg.input.max_size_test)
@@ -96,7 +97,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, nargs="+", default=[300, 1000, 3000])
     p.add_argument("--methods", nargs="+", default=["stream", "predict", "offline", "official"],
                    choices=["stream", "predict", "offline", "official"])
-    p.add_argument("--config", default="tiny", help="'tiny' or a shipped official yaml, e.g. ovis/DVIS_Plus_Offline_R50.yaml")
+    p.add_argument("--config", default="tiny",
+                   help="'tiny' or a shipped official yaml, e.g. ovis/DVIS_Plus_Offline_R50.yaml")
     p.add_argument("--size", default="360x640", help="video HxW (the model resizes to its test size)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32")

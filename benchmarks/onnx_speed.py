@@ -7,9 +7,10 @@
 
 (``speed.py --backend onnxruntime`` runs this script.) The model is exported once to ``--export-dir`` (a temporary
 folder by default; an existing export there is reused). Both backends run the raw model loop (preprocess ->
-segmenter -> tracker [-> refiner], ``dvis_sdk.inference.runner.forward_video``: the same window loop) over the whole video, windows of ``--window`` frames, with the same number of CPU
-threads; the best of ``--repeat`` passes is kept. Post-processing is the same Python code for both and is not
-timed. Also reports the largest difference of the time-averaged class logits (``pred_cls``) and the export sizes.
+segmenter -> tracker [-> refiner], ``dvis_sdk.inference.runner.forward_video``: the same window loop) over the
+whole video, windows of ``--window`` frames, with the same number of CPU threads; the best of ``--repeat`` passes
+is kept. Post-processing is the same Python code for both and is not timed. Also reports the largest difference
+of the time-averaged class logits (``pred_cls``) and the export sizes.
 Writes JSON to ``--json`` (default ``benchmarks/results/onnx_speed_<config>_<resolution>.json``).
 """
 from __future__ import annotations
@@ -33,10 +34,10 @@ if (_HERE.parent / "dvis_sdk").is_dir():
     sys.path.insert(0, str(_HERE.parent))
 
 import dvis_sdk  # noqa: E402
+from common import load_config, parse_resolution  # noqa: E402
 from dvis_sdk.export import OnnxDVIS, export_onnx  # noqa: E402
 from dvis_sdk.inference.runner import forward_video  # noqa: E402
 from dvis_sdk.models.optimize import optimize  # noqa: E402
-from common import load_config, parse_resolution  # noqa: E402
 
 
 def _best(fn, repeat: int) -> float:
@@ -118,7 +119,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     for k in ("pytorch", "onnxruntime"):
         print(f"  {k:<12} {result['fps'][k]:9.2f} {result['seconds'][k]:9.2f}")
     print(f"  max |pred_cls diff| {diff:.2e}; export {result['export_mb_total']} MB "
-          f"({', '.join(f'{k} {v / 2 ** 20:.1f}' for k, v in sizes.items())}); fp32 weights {result['weights_mb_fp32']} MB")
+          f"({', '.join(f'{k} {v / 2 ** 20:.1f}' for k, v in sizes.items())}); "
+          f"fp32 weights {result['weights_mb_fp32']} MB")
     stem = Path(args.config).parent.name if Path(args.config).stem == "config" else Path(args.config).stem
     dest = Path(args.json) if args.json else (_HERE / "results" / (
         f"onnx_speed_{re.sub(r'[^A-Za-z0-9]+', '_', stem)}_{cfg.mode}_{h}x{w}.json"))

@@ -97,7 +97,8 @@ def main() -> None:
            "cpu_ms_per_frame": round(1000 * cpu / n, 1), "full_val_frames": round(full_frames),
            "full_val_extrapolated_cpu_s": round(cpu / n * full_frames), "numbers": {k: stats[k] for k in keys}}
     print(f"{args.task}: {videos} videos x {frames} frames, {w}x{h}: {wall:.1f} s wall, {cpu:.1f} s CPU "
-          f"({1000 * cpu / n:.0f} ms CPU/frame) -> full val ({full_frames:.0f} frames) ~{cpu / n * full_frames:.0f} s CPU")
+          f"({1000 * cpu / n:.0f} ms CPU/frame) -> full val ({full_frames:.0f} frames) "
+          f"~{cpu / n * full_frames:.0f} s CPU")
     if args.official_python:
         c_off = _children_cpu()
         t_off, res = run_official(args.task, out, args.official_python, Path(tempfile.mkdtemp()))
@@ -107,7 +108,8 @@ def main() -> None:
         rec.update(official_wall_s=round(t_off, 1), official_cpu_s=round(c_off, 1),
                    official_cpu_ms_per_frame=round(1000 * c_off / n, 1), cpu_speedup=round(c_off / cpu, 1),
                    official_worst_diff=worst)
-        print(f"official scripts, same set: {t_off:.1f} s wall, {c_off:.1f} s CPU ({1000 * c_off / n:.0f} ms CPU/frame), "
+        print(f"official scripts, same set: {t_off:.1f} s wall, {c_off:.1f} s CPU "
+              f"({1000 * c_off / n:.0f} ms CPU/frame), "
               f"{c_off / cpu:.1f}x the CPU; largest difference {worst:.2e}")
     res_dir = ROOT / "benchmarks" / "results"
     res_dir.mkdir(exist_ok=True)

@@ -45,14 +45,25 @@ _ROOT = Path(__file__).resolve().parents[1]
 if (_ROOT / "dvis_sdk").is_dir():  # benchmark the checkout this script belongs to, installed or not
     sys.path.insert(0, str(_ROOT))
 import dvis_sdk  # noqa: E402
-
+from dvis_sdk.config import DVISConfig  # noqa: E402
 from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS  # noqa: E402
 from dvis_sdk.models.optimize import optimize  # noqa: E402
-from dvis_sdk.config import DVISConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (DTYPES, PRESETS, RESOLUTIONS, Timer, best_of, load_config, parse_resolution,  # noqa: E402,F401
-                    peak_rss_mb, rss_mb, sync, synthetic_frames, write_test_video)
+from common import (  # noqa: E402,F401
+    DTYPES,
+    PRESETS,
+    RESOLUTIONS,
+    Timer,
+    best_of,
+    load_config,
+    parse_resolution,
+    peak_rss_mb,
+    rss_mb,
+    sync,
+    synthetic_frames,
+    write_test_video,
+)
 from stages import STAGES, _ViTHooks, run_pipeline  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s per GPU: (fp32 CUDA cores, tf32 tensor cores, bf16/fp16 tensor cores).
@@ -139,7 +150,8 @@ def parse_variants(text: str, default_dtype: str) -> List[Tuple[str, str, Dict[s
         name, _, dtype = item.strip().partition(":")
         name = ALIASES.get(name, name)
         if name not in VARIANTS:
-            raise SystemExit(f"--compare: unknown variant {name!r}; expected {sorted(VARIANTS)} (optionally :bf16 / :fp16)")
+            raise SystemExit(f"--compare: unknown variant {name!r}; expected {sorted(VARIANTS)} "
+                             "(optionally :bf16 / :fp16)")
         dtype = dtype or default_dtype
         if dtype not in DTYPES:
             raise SystemExit(f"--compare: unknown dtype {dtype!r} in {item!r}; expected {sorted(DTYPES)}")
@@ -154,7 +166,7 @@ def compare_variants(model: Any, variants: List[Tuple[str, str, Dict[str, Any]]]
     n_frames = len(frames)
     best: Dict[str, Dict[str, float]] = {label: {} for label, _, _ in variants}
     best_cpu: Dict[str, Dict[str, float]] = {label: {} for label, _, _ in variants}
-    for label, dtype, kw in variants:
+    for _label, dtype, kw in variants:
         if dtype == "fp16" and device.type == "cpu":
             raise SystemExit("--compare: fp16 needs CUDA (CPU autocast supports bf16)")
         optimize(model, **kw)
@@ -226,7 +238,8 @@ def build_model(args: argparse.Namespace, device: torch.device) -> Tuple[Any, DV
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config", default="tiny", help="tiny | tiny-vit | tiny-dvis | official yaml (suffix) | config.json")
+    p.add_argument("--config", default="tiny",
+                   help="tiny | tiny-vit | tiny-dvis | official yaml (suffix) | config.json")
     p.add_argument("--mode", choices=("online", "offline"), default=None, help="override the config's mode")
     p.add_argument("--resolution", default=None, help="360p | 480p | 720p | HxW (default: 360p; 64x96 for tiny)")
     p.add_argument("--frames", type=int, default=None, help="video length (default: 12; 6 for tiny)")
@@ -384,7 +397,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "fast_paths": {"sdpa": args.sdpa if not args.reference else "off",
                        "deform_attn": args.deform_attn if not args.reference else "reference",
                        "channels_last": args.channels_last if not args.reference else "off",
-                       "compile": args.compile, "half_pixel_decoder": args.half_pixel_decoder, "defaults": dict(FAST_PATHS)},
+                       "compile": args.compile, "half_pixel_decoder": args.half_pixel_decoder,
+                       "defaults": dict(FAST_PATHS)},
         "stages": {k: {"seconds": s, "fps": n_frames / s if s > 0 else None,
                        "cpu_seconds": best_cpu.get(k),
                        "gflop_per_frame": flops_per_frame.get(k, 0) / 1e9 or None,
@@ -441,13 +455,15 @@ def print_report(r: Dict[str, Any]) -> None:
           f"resize, runner, RLE): {_fmt(r['end_to_end_fps'], '.4g')} frames/s")
     if r["gflop_per_frame"] is not None:
         util = r.get("utilization")
-        print(f"{r['gflop_per_frame']:.4g} GFLOP/frame; achieved {_fmt(r['achieved_tflops'], '.3g')} TFLOP/s in the model"
+        print(f"{r['gflop_per_frame']:.4g} GFLOP/frame; achieved {_fmt(r['achieved_tflops'], '.3g')} TFLOP/s"
+              " in the model"
               f" ({_fmt(r['end_to_end_tflops'], '.3g')} end to end) vs peak {r['peak_tflops']:.3g} ({r['peak_source']})"
               + (f" = {100 * util:.1f}%" if util else ""))
     m = r["memory"]
     line = f"memory: RSS {m['rss_model_mb']:.0f} MB after model build, peak RSS {m['peak_rss_mb']:.0f} MB"
     if "cuda_peak_allocated_mb" in m:
-        line += f"; CUDA peak allocated {m['cuda_peak_allocated_mb']:.0f} MB (reserved {m['cuda_peak_reserved_mb']:.0f} MB)"
+        line += (f"; CUDA peak allocated {m['cuda_peak_allocated_mb']:.0f} MB "
+                 f"(reserved {m['cuda_peak_reserved_mb']:.0f} MB)")
     print(line)
 
 

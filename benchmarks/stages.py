@@ -127,7 +127,8 @@ def run_pipeline(model: Any, source: Any, frames: np.ndarray, window: int, devic
         if offline:
             from dvis_sdk.models.dvis import WindowOutput
 
-            wos = [WindowOutput(start=0, segmenter=s, tracker=t, indices=torch.empty(0), state=state) for s, t in windows]
+            wos = [WindowOutput(start=0, segmenter=s, tracker=t, indices=torch.empty(0), state=state)
+                   for s, t in windows]
             with tm("refiner"), counted("refiner"):
                 refined = model.refiner(**model.refiner_inputs(wos))
             online_logits = torch.cat([t["pred_logits"] for _, t in windows], dim=1)

@@ -5,10 +5,10 @@
 >>> result = seg.predict(frames)                                                              # doctest: +SKIP
 """
 from ._version import __version__
+from .batch import predict_folder
 from .config import DVISConfig
 from .inference.predictor import VideoSegmenter
 from .models.dvis import OfflineDVIS, OnlineDVIS, build_model
-from .batch import predict_folder
 from .results import Instance, VideoResult
 
 __all__ = ["DVISConfig", "VideoSegmenter", "OnlineDVIS", "OfflineDVIS", "build_model", "Instance", "VideoResult",

@@ -14,7 +14,6 @@ from typing import Any, List, Optional
 
 from .cli_eval import add_eval_parser
 
-
 TRUST_PICKLE_HELP = ("read a pickle-based --checkpoint (.pth / .pkl) with no restriction on what it may run; only "
                      "for a file from a source you trust (by default only weights-like content is read)")
 
@@ -262,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="segment and track the instances of videos")
     pr.add_argument("inputs", nargs="+", help="video files or folders of frames")
-    pr.add_argument("--model", default=None, help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
+    pr.add_argument("--model", default=None,
+                    help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
     pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
     pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
     pr.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
@@ -415,10 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .official import ConversionError
     from .batch import BatchLockedError
-    from .weights import ChecksumError, UnknownModelError, WeightsUnavailableError
     from .io import VideoReadError, VideoWriteError
+    from .official import ConversionError
+    from .weights import ChecksumError, UnknownModelError, WeightsUnavailableError
 
     args = build_parser().parse_args(argv)
     try:

@@ -100,8 +100,8 @@ def make_video(seed: int, t: int, h: int, w: int, cut: int) -> np.ndarray:
 def randomise(model, seed: int) -> None:
     """Every floating parameter / buffer -> seeded random values per key (the fixture README's rules)."""
     import torch
-    from torch import nn
     from detectron2.layers import FrozenBatchNorm2d
+    from torch import nn
 
     kinds = {}
     for name, mod in model.named_modules():
@@ -119,10 +119,10 @@ def randomise(model, seed: int) -> None:
         owner, leaf = key.rsplit(".", 1)
         shape = value.shape
 
-        def normal(std):
+        def normal(std, shape=shape, g=g):
             return torch.randn(shape, generator=g) * std
 
-        def uniform(lo, hi):
+        def uniform(lo, hi, shape=shape, g=g):
             return lo + (hi - lo) * torch.rand(shape, generator=g)
 
         if kinds.get(owner) == "norm":
@@ -266,12 +266,12 @@ def main() -> None:
     stub_modules()
 
     import torch
-    from safetensors.torch import save_file
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.projects.deeplab import add_deeplab_config
     from mask2former import add_maskformer2_config
     from mask2former_video import add_maskformer2_video_config
+    from safetensors.torch import save_file
 
     plus = (repo / "dvis_Plus").is_dir()
     if plus:

@@ -8,11 +8,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import load_fixture  # noqa: E402
-
 import dvis_sdk  # noqa: E402
-from dvis_sdk.official import convert_official_state_dict, load_official_config  # noqa: E402
+from conftest import load_fixture  # noqa: E402
 from dvis_sdk.inference.runner import forward_video, video_inference  # noqa: E402
+from dvis_sdk.official import convert_official_state_dict, load_official_config  # noqa: E402
 
 E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
        "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50"]

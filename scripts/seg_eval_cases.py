@@ -89,7 +89,7 @@ def make_vps_case(out: Path, seed: int, lengths=None, h=36, w=48, things=(1, 5),
         vid = f"{v * 7 + 3}_video{v}"
         used = {0} | set(stuff_pred_id.values())
 
-        def new_id():
+        def new_id(used=used):
             while True:
                 x = int(rng.integers(1, 1 << 24))
                 if x not in used:

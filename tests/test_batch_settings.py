@@ -61,7 +61,8 @@ def test_spec_is_plain_and_round_trips(seg, tiny_model_dir):
     assert again.spec() == spec
     x = torch.rand(3, 3, 48, 64) * 255
     a, b = seg.predict(x), again.predict(x)
-    assert [(i.track_id, i.label, i.score) for i in a.instances] == [(i.track_id, i.label, i.score) for i in b.instances]
+    rows = [[(i.track_id, i.label, i.score) for i in r.instances] for r in (a, b)]
+    assert rows[0] == rows[1]
 
 
 def test_spec_of_a_model_needs_its_weights(seg):

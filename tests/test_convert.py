@@ -9,8 +9,13 @@ import torch
 import dvis_sdk
 from conftest import load_fixture
 from dvis_sdk.config import DVISConfig
-from dvis_sdk.official import ConversionError, convert_official_state_dict, load_official_checkpoint, load_official_config
 from dvis_sdk.inference.predictor import load_state_dict_strict
+from dvis_sdk.official import (
+    ConversionError,
+    convert_official_state_dict,
+    load_official_checkpoint,
+    load_official_config,
+)
 
 ALL_E2E = ["09_e2e_online_vit_adapter", "10_e2e_offline_vit_adapter", "11_e2e_online_r50",
            "12_e2e_online_dvis_swin", "13_e2e_offline_dvis_r50"]

@@ -8,9 +8,9 @@ import torch
 
 import dvis_sdk
 from conftest import assert_close_ref, build_fixture_model, load_fixture, official_weights
-from dvis_sdk.official import load_official_config
 from dvis_sdk.inference.runner import forward_video, video_inference
 from dvis_sdk.models.daq.model import OfflineDAQ, OnlineDAQ
+from dvis_sdk.official import load_official_config
 from test_e2e_parity import assert_same_instances, check_final_result
 
 EXACT = ("valid", "seq", "killed", "slot_match", "n_track")

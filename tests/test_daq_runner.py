@@ -15,9 +15,8 @@ import yaml
 import dvis_sdk
 from conftest import load_fixture, official_weights
 from dvis_sdk.inference.runner import video_inference
-from dvis_sdk.official import convert_official_state_dict
 from dvis_sdk.models.daq.model import WINDOW
-from dvis_sdk.official import OFFICIAL_CONFIG_DIR, load_official_config
+from dvis_sdk.official import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
 from dvis_sdk.ops.postprocess import postprocess_vis
 from test_e2e_parity import assert_same_instances
 

@@ -22,9 +22,9 @@ def check_final_result(model, io, video):
     assert_same_instances(result.scores, result.labels, result.masks.numpy(),
                           io["out.result.scores"], io["out.result.labels"], io["out.result.masks"].numpy())
     # the official ids are query indices (DAQ: sequence ids); matched instances must agree on them too
-    exp = {(int(l), round(float(s), 4), int(i)) for s, l, i in
+    exp = {(int(lab), round(float(s), 4), int(i)) for s, lab, i in
            zip(io["out.result.scores"], io["out.result.labels"], io["out.result.ids"])}
-    got = {(int(l), round(float(s), 4), int(i)) for s, l, i in zip(result.scores, result.labels, result.ids)}
+    got = {(int(lab), round(float(s), 4), int(i)) for s, lab, i in zip(result.scores, result.labels, result.ids)}
     assert len(exp & got) >= len(exp) - 1  # rounding at a 4th-decimal boundary may split one pair
 
 
@@ -34,10 +34,11 @@ def assert_same_instances(scores, labels, masks, exp_scores, exp_labels, exp_mas
     assert len(scores) == len(exp_scores)
     free = list(range(len(scores)))
     for e in range(len(exp_scores)):
-        cands = [a for a in free if int(labels[a]) == int(exp_labels[e]) and abs(float(scores[a]) - float(exp_scores[e])) <= 1e-4]
+        cands = [a for a in free
+                 if int(labels[a]) == int(exp_labels[e]) and abs(float(scores[a]) - float(exp_scores[e])) <= 1e-4]
         assert cands, f"expected instance {e} (label {int(exp_labels[e])}, score {float(exp_scores[e]):.6f}) not found"
 
-        def iou(a):
+        def iou(a, e=e):
             inter = np.logical_and(masks[a], exp_masks[e]).sum()
             union = np.logical_or(masks[a], exp_masks[e]).sum()
             return 1.0 if union == 0 else inter / union

@@ -41,7 +41,8 @@ def _case(seed: int):
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "video_id": v, "category_id": c,
                                       "iscrowd": 0, "segmentations": [_rle(m)], "areas": [int(m.sum())]})
             noisy = np.roll(m, int(rng.integers(-2, 3)), axis=1)
-            preds.append({"video_id": v, "category_id": c, "score": float(rng.random()), "segmentations": [_rle(noisy)]})
+            preds.append({"video_id": v, "category_id": c, "score": float(rng.random()),
+                          "segmentations": [_rle(noisy)]})
         for extra in (7, 9):  # a model with more classes than the dataset
             preds.append({"video_id": v, "category_id": extra, "score": float(rng.random()),
                           "segmentations": [_rle(_box(rng))]})

@@ -77,10 +77,11 @@ def test_matcher_on_cuda_under_fp16_autocast():
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_half_precision_training_steps_are_finite(amp, tmp_path):
     """The matcher under autocast used to make fp16 fine-tuning fail on its first step (infeasible cost matrix)."""
-    from test_training_trainers import _cfg, _dataset, micro_config
     from dvis_sdk.models.dvis import build_model
-    from dvis_sdk.training.synthetic import SyntheticConfig as Synth, generate_ytvis
     from dvis_sdk.training import SegmenterTrainer
+    from dvis_sdk.training.synthetic import SyntheticConfig as Synth
+    from dvis_sdk.training.synthetic import generate_ytvis
+    from test_training_trainers import _cfg, _dataset, micro_config
 
     ann = generate_ytvis(tmp_path / "data", 2, seed=0, config=Synth(width=64, height=48, num_frames=6, max_objects=3),
                          image_ext=".png")

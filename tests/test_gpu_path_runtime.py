@@ -11,7 +11,6 @@ import torch
 
 import dvis_sdk
 from conftest import build_fixture_model, load_fixture
-from host_reads import HostReads
 from dvis_sdk.inference import runner as runner_mod
 from dvis_sdk.inference.encoder import MaskEncoder
 from dvis_sdk.inference.handle import VideoHandle
@@ -21,6 +20,7 @@ from dvis_sdk.models.optimize import compile_module, optimize
 from dvis_sdk.ops import postprocess
 from dvis_sdk.ops.postprocess import select_topk
 from dvis_sdk.ops.preprocess import resize_frame, resize_frames_tensor
+from host_reads import HostReads
 
 OOM = torch.cuda.OutOfMemoryError
 

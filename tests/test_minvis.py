@@ -15,7 +15,7 @@ from conftest import assert_close_ref, load_fixture
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.config import DVISConfig, segmenter_only_config
 from dvis_sdk.models.minvis import MinVIS, match_embeddings, segmenter_only
-from dvis_sdk.official import ConversionError, OFFICIAL_CONFIG_DIR, load_official_config
+from dvis_sdk.official import OFFICIAL_CONFIG_DIR, ConversionError, load_official_config
 from test_e2e_parity import assert_same_instances
 
 FIXTURES = ["minvis_ovis_dvisplus", "ctminvis_ytvis19_dvisplus", "minvis_ytvis21_dvis", "minvis_vipseg_dvisplus"]
@@ -44,7 +44,7 @@ def check_result(result, io) -> None:
     masks = np.stack([i.masks for i in result.instances]) if result.instances else np.zeros((0,))
     assert_same_instances(scores, labels, masks, io["out.result.scores"], io["out.result.labels"],
                           io["out.result.masks"].numpy())
-    exp = {(int(l), round(float(s), 4), int(i)) for s, l, i in
+    exp = {(int(lab), round(float(s), 4), int(i)) for s, lab, i in
            zip(io["out.result.scores"], io["out.result.labels"], io["out.result.ids"])}
     got = {(i.label, round(i.score, 4), i.track_id) for i in result.instances}
     assert len(exp & got) >= len(exp) - 1  # rounding at a 4th-decimal boundary may split one pair
@@ -218,9 +218,10 @@ def test_onnx_export_of_a_segmenter_only_model(tmp_path):
 
 def test_cli_predict_official_segmenter_only(tmp_path):
     """`dvis predict --config MinVIS.yaml --checkpoint ...` and `--mode segmenter` of a DVIS checkpoint."""
-    from dvis_sdk.cli import main
-    from safetensors.torch import save_file
     from PIL import Image
+    from safetensors.torch import save_file
+
+    from dvis_sdk.cli import main
 
     fx = load_fixture("minvis_ovis_dvisplus")
     save_file(fx.weights, str(tmp_path / "stage1.safetensors"))

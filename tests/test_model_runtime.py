@@ -9,8 +9,8 @@ import torch
 
 import dvis_sdk
 from conftest import load_fixture
-from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.inference.runner import WindowRunner, forward_video
+from dvis_sdk.official import convert_official_state_dict, load_official_config
 
 
 def _runner(model):
@@ -93,8 +93,12 @@ def test_two_videos_interleaved_match_sequential():
         sa = sb = None
         inter_a, inter_b = [], []
         for s in (0, 3):
-            wa = model.track_clip(ia[s:s + 3], state=sa); sa = wa.state; inter_a.append(wa.tracker["pred_logits"])
-            wb = model.track_clip(ib[s:s + 3], state=sb); sb = wb.state; inter_b.append(wb.tracker["pred_logits"])
+            wa = model.track_clip(ia[s:s + 3], state=sa)
+            sa = wa.state
+            inter_a.append(wa.tracker["pred_logits"])
+            wb = model.track_clip(ib[s:s + 3], state=sb)
+            sb = wb.state
+            inter_b.append(wb.tracker["pred_logits"])
     for x, y in zip(seq_a + seq_b, inter_a + inter_b):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 

@@ -12,9 +12,9 @@ import torch
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.inference.runner import forward_video
 from dvis_sdk.models.dvis import build_model
+from dvis_sdk.training.datasets import YTVISAnnotations
 from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
 from dvis_sdk.training.validation import predict_split
-from dvis_sdk.training.datasets import YTVISAnnotations
 from test_training_trainers import micro_config
 
 _CHILDREN = ("_parameters", "_buffers", "_modules")

@@ -9,8 +9,8 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import yaml
 
-from dvis_sdk.configs import datasets as ds
 from dvis_sdk import official as od
+from dvis_sdk.configs import datasets as ds
 
 OFFICIAL = Path(od.OFFICIAL_CONFIG_DIR)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -178,12 +178,14 @@ def test_dvis_plus_specifics():
     assert vitl["MODEL"]["VIT_ADAPTER"]["NAME"] == "vitl"
     assert vitl["MODEL"]["VIT_ADAPTER"]["FREEZE_VIT"] is True
     assert vitl["MODEL"]["MASK_FORMER"]["REID_BRANCH"] is True
-    assert vitl["MODEL"]["MASK_FORMER"]["TRANSFORMER_DECODER_NAME"] == "VideoMultiScaleMaskedTransformerDecoder_dvisPlus"
+    decoder_name = vitl["MODEL"]["MASK_FORMER"]["TRANSFORMER_DECODER_NAME"]
+    assert decoder_name == "VideoMultiScaleMaskedTransformerDecoder_dvisPlus"
     assert vitl["MODEL"]["TRACKER"] == {"NOISE_MODE": "wa", "NOISE_RATIO": 0.5}
     assert vitl["INPUT"]["MIN_SIZE_TEST"] == 480
     assert _merged("dvis_plus/dvis_Plus/ovis/DVIS_Plus_Offline_R50.yaml")["MODEL"]["REFINER"]["USE_CL"] is False
     assert _merged("dvis_plus/dvis_Plus/ytvis21/DVIS_Plus_Offline_R50.yaml")["MODEL"]["REFINER"]["USE_CL"] is True
-    assert _merged("dvis_plus/dvis_Plus/ovis/DVIS_Plus_Online_R50_16wIter.yaml")["MODEL"]["TRACKER"]["NOISE_RATIO"] == 0.8
+    ovis = _merged("dvis_plus/dvis_Plus/ovis/DVIS_Plus_Online_R50_16wIter.yaml")
+    assert ovis["MODEL"]["TRACKER"]["NOISE_RATIO"] == 0.8
     # the chain leaves TRACKER / REFINER DECODER_LAYERS to the default (6)
     assert "DECODER_LAYERS" not in vitl["MODEL"]["TRACKER"]
     assert od.OFFICIAL_DEFAULTS["MODEL"]["TRACKER"]["DECODER_LAYERS"] == 6
@@ -209,7 +211,8 @@ def test_dvis_specifics():
     assert t["INPUT"]["MIN_SIZE_TEST"] == 480
     assert _merged("dvis/ovis/DVIS_Offline_R50.yaml")["INPUT"]["MIN_SIZE_TEST"] == 360
     r = _merged("dvis/youtubevis_2019/DVIS_Offline_R50.yaml")["MODEL"]["RESNETS"]
-    assert r["STRIDE_IN_1X1"] is False and r["STEM_TYPE"] == "basic" and r["OUT_FEATURES"] == ["res2", "res3", "res4", "res5"]
+    assert r["STRIDE_IN_1X1"] is False and r["STEM_TYPE"] == "basic"
+    assert r["OUT_FEATURES"] == ["res2", "res3", "res4", "res5"]
 
 
 # --------------------------------------------------------------------------------- defaults
@@ -286,8 +289,9 @@ def test_vit_adapter_presets():
     meta = json.loads((FIXTURES / "09_e2e_online_vit_adapter" / "config.json").read_text())
     custom = meta["MODEL"]["VIT_ADAPTER"]["CUSTOM"]
     assert custom["DERIVED_FROM"] == "vitl"
-    unchanged = {"VIT.IMG_SIZE": "img_size", "VIT.PATCH_SIZE": "patch_size", "VIT.INIT_VALUES": "layer_scale_init_values",
-                 "ADAPTER.N_POINTS": "n_points", "ADAPTER.INIT_VALUES": "init_values", "ADAPTER.CFFN_RATIO": "cffn_ratio",
+    unchanged = {"VIT.IMG_SIZE": "img_size", "VIT.PATCH_SIZE": "patch_size",
+                 "VIT.INIT_VALUES": "layer_scale_init_values", "ADAPTER.N_POINTS": "n_points",
+                 "ADAPTER.INIT_VALUES": "init_values", "ADAPTER.CFFN_RATIO": "cffn_ratio",
                  "ADAPTER.DEFORM_RATIO": "deform_ratio", "ADAPTER.WITH_CFFN": "with_cffn",
                  "ADAPTER.ADD_VIT_FEATURE": "add_vit_feature", "ADAPTER.USE_EXTRA_EXTRACTOR": "use_extra_extractor",
                  "VIT.FFN_LAYER": "ffn_layer", "VIT.MLP_RATIO": "mlp_ratio"}

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from dvis_sdk.export import export_onnx  # noqa: E402
-from test_panoptic import fixture, our_segments, official_segments  # noqa: E402
+from test_panoptic import fixture, official_segments, our_segments  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import dvis_sdk
 from conftest import assert_close_ref, load_fixture
 from dvis_sdk.evaluation.agreement import compare_results
 from dvis_sdk.inference.runner import forward_video, video_inference
+from dvis_sdk.layers.attention import multi_head_attention
 from dvis_sdk.layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS
+from dvis_sdk.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_fast
 from dvis_sdk.models.optimize import compile_module, impl_choices, optimize
 from dvis_sdk.official import convert_official_state_dict, load_official_config
-from dvis_sdk.layers.attention import multi_head_attention
-from dvis_sdk.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn, ms_deform_attn_fast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,8 @@ def test_fp32_sampling_under_autocast(monkeypatch):
 
     seen = []
     real = mda.ms_deform_attn_fast
-    monkeypatch.setattr(mda, "ms_deform_attn_fast", lambda v, s, loc, a: seen.append((loc.dtype, a.dtype)) or real(v, s, loc, a))
+    monkeypatch.setattr(mda, "ms_deform_attn_fast",
+                        lambda v, s, loc, a: seen.append((loc.dtype, a.dtype)) or real(v, s, loc, a))
     m = MSDeformAttn(32, 2, 4, 2).eval()
     shapes = torch.tensor([[4, 6], [2, 3]])
     x = torch.randn(1, 30, 32)
@@ -264,7 +265,8 @@ def test_no_device_sync_per_frame_in_tracker(monkeypatch):
         seg = model.segment(model.preprocess(video[:3]))
     calls = []
     real_cpu = torch.Tensor.cpu
-    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: calls.append(tuple(self.shape)) or real_cpu(self, *a, **k))
+    monkeypatch.setattr(torch.Tensor, "cpu",
+                        lambda self, *a, **k: calls.append(tuple(self.shape)) or real_cpu(self, *a, **k))
     with torch.no_grad():
         model.track(seg, None)
     assert len(calls) == 1  # the one batched cost matrix of the window

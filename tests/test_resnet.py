@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-from conftest import assert_close_ref, load_fixture
 
+from conftest import assert_close_ref, load_fixture
 from dvis_sdk.models.backbones.resnet import FrozenBatchNorm2d, ResNet
 
 NAMES = ("res2", "res3", "res4", "res5")

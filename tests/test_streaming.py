@@ -99,7 +99,7 @@ def test_predict_equals_whole_video_inference(name, window):
     frames = _video(7)
     res = seg.predict(frames, resize=False)
     ref = _reference(seg, frames)
-    assert [(i, l) for i, l, _, _ in ref] == [(i.track_id, i.label) for i in res.instances]
+    assert [(i, lab) for i, lab, _, _ in ref] == [(i.track_id, i.label) for i in res.instances]
     for (_, _, s, m), inst in zip(ref, res.instances):
         assert abs(s - inst.score) < 1e-5
         np.testing.assert_array_equal(inst.masks, m)

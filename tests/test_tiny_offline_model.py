@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.evaluation import evaluate_ytvis
 from dvis_sdk.training.synthetic import generate_ytvis

@@ -14,8 +14,13 @@ from dvis_sdk.masks import decode_rles, encode_mask
 from dvis_sdk.training.coco import CocoAnnotations, CocoClipDataset
 from dvis_sdk.training.datasets import DatasetError, VideoClipDataset, YTVISAnnotations
 from dvis_sdk.training.mixing import MixedClipDataset, align_classes, parse_class_map
-from dvis_sdk.training.pseudo_video import (PseudoClipParams, PseudoVideoAugmentation, draw_pseudo_params,
-                                            make_pseudo_clip, rotation_matrix)
+from dvis_sdk.training.pseudo_video import (
+    PseudoClipParams,
+    PseudoVideoAugmentation,
+    draw_pseudo_params,
+    make_pseudo_clip,
+    rotation_matrix,
+)
 from dvis_sdk.training.sources import class_names_of, open_source, ratios_of
 from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
 from dvis_sdk.training.synthetic_coco import _uncompressed_rle, generate_coco, mask_to_polygons

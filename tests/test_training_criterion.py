@@ -1,11 +1,14 @@
-"""Matching and losses: Hungarian matching over video masks, the DVIS++ consistent matcher, set criterion, re-id loss."""
+"""Matching and losses: Hungarian matching over video masks, the DVIS++ consistent matcher, set criterion, re-id
+loss."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from dvis_sdk.training.criterion import (
-    SetCriterion, frames_as_images, uncertain_point_coords,
+    SetCriterion,
+    frames_as_images,
+    uncertain_point_coords,
 )
 from dvis_sdk.training.matcher import ConsistentMatcher, HungarianMatcher, batch_dice_cost, point_sample
 
@@ -141,9 +144,9 @@ def test_criterion_prefers_the_right_predictions_and_weights_no_object():
 def test_deep_supervision_and_matcher_outputs():
     torch.manual_seed(0)
     labels, masks = _targets(m=2, t=1)
-    l, m = _perfect_outputs(labels, masks, 4, [0, 1])
-    out = {"pred_logits": l[None], "pred_masks": m[None],
-           "aux_outputs": [{"pred_logits": l[None], "pred_masks": m[None]} for _ in range(3)]}
+    logits, m = _perfect_outputs(labels, masks, 4, [0, 1])
+    out = {"pred_logits": logits[None], "pred_masks": m[None],
+           "aux_outputs": [{"pred_logits": logits[None], "pred_masks": m[None]} for _ in range(3)]}
     crit = SetCriterion(2, HungarianMatcher(num_points=64), num_points=64)
     losses, idx = crit(out, [{"labels": labels, "masks": masks}])
     assert len(losses) == 12 and "loss_dice_2" in losses

@@ -12,7 +12,11 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from dvis_sdk.training.datasets import (
-    DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks, decode_segmentation,
+    DatasetError,
+    VideoClipDataset,
+    YTVISAnnotations,
+    convert_png_masks,
+    decode_segmentation,
 )
 from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis, render_video
 

@@ -8,7 +8,14 @@ import pytest
 from pycocotools import mask as mask_util
 
 from dvis_sdk.training.synthetic import (
-    CATEGORIES, PRESETS, ShapeTrack, SyntheticConfig, generate_ytvis, make_background, render_scene, render_video,
+    CATEGORIES,
+    PRESETS,
+    ShapeTrack,
+    SyntheticConfig,
+    generate_ytvis,
+    make_background,
+    render_scene,
+    render_video,
 )
 
 

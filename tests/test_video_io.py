@@ -11,10 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from dvis_sdk.io import VideoReadError, VideoWriteError, natural_sort_key, open_video, prefetch, write_video
 from dvis_sdk.io import file_source as io_file_source
 from dvis_sdk.io import writer as io_writer
-from dvis_sdk.io import (VideoReadError, VideoWriteError, natural_sort_key, open_video, prefetch,
-                         write_video)
 
 H, W = 48, 64
 
@@ -114,7 +113,7 @@ def test_writer_errors(tmp_path, monkeypatch):
         write_video(tmp_path / "b.mp4", [solid(0)], fps=5)
 
 
-# ---- sampling: stride, max_frames, ranges ------------------------------------------------------------------------------
+# ---- sampling: stride, max_frames, ranges ----------------------------------------------------------------------------
 def test_stride_max_frames_and_time_range(tmp_path):
     path = indexed_video(tmp_path / "idx.mp4", 40, fps=10)
     src = open_video(path)
@@ -161,7 +160,7 @@ def test_iter_chunks_and_reiteration(tmp_path):
     assert [i for i, _ in src] == [0, 1, 2, 3, 4]  # a source can be iterated again
 
 
-# ---- folders, lists, arrays ----------------------------------------------------------------------------------------------
+# ---- folders, lists, arrays ------------------------------------------------------------------------------------------
 def test_folder_natural_sort_and_ranges(tmp_path):
     names = ["frame10.png", "frame2.png", "frame1.PNG", "frame9.jpg", "frame100.bmp"]
     order = sorted(names, key=natural_sort_key)
@@ -205,7 +204,7 @@ def test_list_and_array_inputs():
     assert all(f.flags.c_contiguous for _, f in src)
 
 
-# ---- prefetch ----------------------------------------------------------------------------------------------------------
+# ---- prefetch --------------------------------------------------------------------------------------------------------
 def test_prefetch_runs_ahead_bounded_by_depth():
     produced = []
     ahead = threading.Event()
@@ -377,11 +376,12 @@ def test_truncated_video_yields_its_good_frames_with_one_warning(tmp_path):
     with pytest.warns(UserWarning, match="could not be decoded") as rec:
         got = [i for i, _ in src]
     assert 10 < len(got) < 60 and got == list(range(len(got)))
-    assert len(rec) == 1 and str(cut) in str(rec[0].message) and f"skipped {60 - len(got)} frame(s)" in str(rec[0].message)
+    msg = str(rec[0].message)
+    assert len(rec) == 1 and str(cut) in msg and f"skipped {60 - len(got)} frame(s)" in msg
     assert len(src) == len(got) and src.length_is_exact
 
 
-# ---- memory --------------------------------------------------------------------------------------------------------------
+# ---- memory ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("use_prefetch", [False, True])
 def test_streaming_holds_a_bounded_number_of_frames(tmp_path, use_prefetch):
     n = 300
@@ -391,7 +391,7 @@ def test_streaming_holds_a_bounded_number_of_frames(tmp_path, use_prefetch):
     it = prefetch(src, depth=depth) if use_prefetch else iter(src)
     refs = []
     max_alive = 0
-    for i, f in it:
+    for _, f in it:
         refs.append(weakref.ref(f))
         del f
         max_alive = max(max_alive, sum(r() is not None for r in refs))

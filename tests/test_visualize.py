@@ -5,10 +5,17 @@ import numpy as np
 import pytest
 
 from dvis_sdk import Instance, VideoResult
-from dvis_sdk.io import writer as io_writer
 from dvis_sdk.io import VideoWriteError, open_video
-from dvis_sdk.visualize import (id_map_frames, load_id_map, render_frame, render_frames, render_video, save_id_maps,
-                                track_color)
+from dvis_sdk.io import writer as io_writer
+from dvis_sdk.visualize import (
+    id_map_frames,
+    load_id_map,
+    render_frame,
+    render_frames,
+    render_video,
+    save_id_maps,
+    track_color,
+)
 
 T, H, W = 6, 48, 64
 GRAY = 40

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close_ref, load_fixture
 
+from conftest import assert_close_ref, load_fixture
 from dvis_sdk.models.backbones import dinov2
 from dvis_sdk.models.backbones.dinov2 import DinoVisionTransformer, resize_patch_embed_kernel
 from dvis_sdk.models.backbones.vit_adapter import ViTAdapter, vitl_adapter_kwargs

@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 
 import dvis_sdk
-import huggingface_hub
 from conftest import load_fixture
 from dvis_sdk import weights as hub
+from dvis_sdk.official import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
 from dvis_sdk.weights import manifest as wmanifest
 from dvis_sdk.weights import resolve as wresolve
-from dvis_sdk.official import OFFICIAL_CONFIG_DIR, convert_official_state_dict, load_official_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FX = "11_e2e_online_r50"
@@ -126,7 +126,8 @@ def test_manifest_schema():
         if e["source"] == "hub":
             ds = {"ovis": "ovis", "ytvis_2019": "ytvis19", "ytvis_2021": "ytvis21"}[e["dataset"]]
             assert e["repo_id"] == REPO and e["revision"] == COMMIT
-            assert e["filename"] == f"DVIS++/weights/{e['mode']}_{e['backbone']}_{ds}_{round(e['reported_ap'] * 10)}.pth"
+            ap10 = round(e["reported_ap"] * 10)
+            assert e["filename"] == f"DVIS++/weights/{e['mode']}_{e['backbone']}_{ds}_{ap10}.pth"
             assert e["sha256"] == KNOWN_SHA256.get(e["filename"]), e["name"]
             assert "pattern" not in e and "keywords" not in e
         elif e["variant"] == "daq":  # on zhouyik/DVIS-DAQ without published file names: nothing guessed
@@ -344,7 +345,8 @@ def test_real_entry_resolves_offline_from_cache_at_pinned_revision(fake_hub, mon
     res = hub.resolve_weights("dvis++-r50-ovis-online", cache_dir=fake_hub)
     assert res.name == "dvis++-r50-ovis-online" and f"{REPO}/{TINY_FILE}@{COMMIT}" in res.source
     assert res.config.dataset == "ovis" and res.config.mode == "online"
-    meta = json.loads(next((fake_hub / "dvis_sdk" / "converted").glob("dvis++-r50-ovis-online-*/meta.json")).read_text())
+    converted = fake_hub / "dvis_sdk" / "converted"
+    meta = json.loads(next(converted.glob("dvis++-r50-ovis-online-*/meta.json")).read_text())
     assert meta["revision"] == COMMIT and meta["filename"] == TINY_FILE and meta["sha256_verified"] is False
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import dvis_sdk
+from conftest import load_fixture
 from dvis_sdk import weights as hub
-from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.inference.runner import forward_video
+from dvis_sdk.official import convert_official_state_dict, load_official_config
 from dvis_sdk.weights import download as wdownload
 from test_weights import FX, make_fake_hub
-from conftest import load_fixture
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
+from ..io.segmentation import collect_submission
 from .discover import VideoTask, discover_videos
 from .local import Events, run_inprocess, run_processes
-from ..io.segmentation import collect_submission
-from .store import (MANIFEST_NAME, MERGED_NAME, Manifest, OutputLock, finished, fingerprint, result_path,
-                    write_merged, write_videos_json)
+from .store import (
+    MANIFEST_NAME,
+    MERGED_NAME,
+    Manifest,
+    OutputLock,
+    fingerprint,
+    finished,
+    result_path,
+    write_merged,
+    write_videos_json,
+)
 from .worker import BatchOptions, new_record
 
 PathLike = Union[str, os.PathLike]

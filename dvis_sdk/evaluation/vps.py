@@ -52,7 +52,8 @@ def evaluate_vps(gt_json: PathOrData, gt_dir: Union[str, Path], pred_json: PathO
     if not Path(gt_dir).is_dir():
         raise EvaluationInputError(f"{gt_dir} is not a folder (the GT panoptic PNGs, <gt_dir>/<video>/<file>)")
     videos = vipseg_videos(gt, pred, gt_dir, pred_dir)
-    if videos and videos[0].pred_paths and not videos[0].pred_paths[0].parent.is_dir() and (Path(pred_dir) / "pan_pred").is_dir():
+    if (videos and videos[0].pred_paths and not videos[0].pred_paths[0].parent.is_dir()
+            and (Path(pred_dir) / "pan_pred").is_dir()):
         videos = vipseg_videos(gt, pred, gt_dir, Path(pred_dir) / "pan_pred")   # given the submission folder
     cats = vpq.CategoryIndex(gt["categories"])
     stats = vpq.new_stats(cats)

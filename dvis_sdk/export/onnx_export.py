@@ -121,7 +121,8 @@ def _export_one(name: str, spec: dict, path: Path, opset: int, multiple: int, si
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             spec["module"], args, dynamo=True, opset_version=opset, input_names=list(spec["inputs"]),
-            output_names=list(spec["outputs"]), dynamic_shapes=tuple(dynamic.values()) if any(dynamic.values()) else None,
+            output_names=list(spec["outputs"]),
+            dynamic_shapes=tuple(dynamic.values()) if any(dynamic.values()) else None,
             verbose=False)
     program.save(str(path))
 

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 import numpy as np
 import torch
 
-from ..ops.preprocess import resize_frame, resize_frames_tensor, resized_shape
 from ..io import open_video, prefetch
+from ..ops.preprocess import resize_frame, resize_frames_tensor, resized_shape
 
 Window = Tuple[int, torch.Tensor]  # (index of the first frame, (t, 3, h, w) uint8 RGB frames at model size)
 

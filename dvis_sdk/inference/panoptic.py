@@ -22,7 +22,13 @@ from torch import Tensor
 
 from ..config import DVISConfig
 from ..ops.panoptic import (
-    mask_probs, vps_frame_counts, vps_frame_ids, vps_queries, vps_segments, vss_class_probs, vss_frame_classes,
+    mask_probs,
+    vps_frame_counts,
+    vps_frame_ids,
+    vps_queries,
+    vps_segments,
+    vss_class_probs,
+    vss_frame_classes,
 )
 from ..results import VideoResult
 from ..segmaps import FrameMaps

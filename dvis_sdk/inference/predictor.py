@@ -8,17 +8,17 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, U
 import torch
 
 from ..config import DVISConfig, segmenter_only_config
+from ..io import VideoReadError
 from ..models.dvis import OnlineDVIS, build_model
 from ..models.minvis import SEGMENTER_PREFIXES, segmenter_only
 from ..models.optimize import copy_model
 from ..models.optimize import optimize as optimize_model
 from ..results import FrameInstance, FrameResult, Instance, VideoResult
 from ..runtime import DTYPE_REQUESTS, DTYPES, autocast_context, native_bf16, resolve_device, resolve_dtype
-from .handle import VideoHandle
 from .encoder import MaskEncoder, frame_masks
+from .handle import VideoHandle
 from .panoptic import dense_predict
 from .runner import InferenceOOMError, ScoreAccumulator, WindowRunner, default_window_size
-from ..io import VideoReadError
 
 #: Background threads that up-sample and encode masks while inference goes on (``predict``).
 MASK_ENCODER_WORKERS = 1
@@ -34,7 +34,8 @@ _OPEN_DEFAULTS = {"resize": True, "max_frames": None, "stride": 1, "start": None
 class VideoSegmenter:
     """Video instance segmentation with a DVIS / DVIS++ / DVIS-DAQ model.
 
-    >>> seg = VideoSegmenter.from_official("ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")  # doctest: +SKIP
+    >>> seg = VideoSegmenter.from_official(  # doctest: +SKIP
+    ...     "ovis/DVIS_Plus_Online_R50_16wIter.yaml", "model_final.pth")
     >>> result = seg.predict(frames)                                                        # doctest: +SKIP
 
     Args:
@@ -208,9 +209,10 @@ class VideoSegmenter:
         from, so that :meth:`from_spec` rebuilds an equivalent one (in another process, on another machine).
 
         ``spec["model"]`` is ``{"pretrained": name or folder, "mode", "cache_dir", "revision"}`` or ``{"official":
-        yaml, "checkpoint": path, "mode", "trust_pickle"}`` when the weights were loaded from there, else ``{"config": config dict}``
-        (then give the weights to :meth:`from_spec`: ``state_dict=seg.model.state_dict()``). Replace ``"model"``
-        (e.g. by ``{"pretrained": folder}`` after :meth:`save_pretrained`) or ``"device"`` to place a copy."""
+        yaml, "checkpoint": path, "mode", "trust_pickle"}`` when the weights were loaded from there, else
+        ``{"config": config dict}`` (then give the weights to :meth:`from_spec`:
+        ``state_dict=seg.model.state_dict()``). Replace ``"model"`` (e.g. by ``{"pretrained": folder}`` after
+        :meth:`save_pretrained`) or ``"device"`` to place a copy."""
         return {"model": dict(self._source) if self._source else {"config": self.cfg.to_dict()},
                 "device": str(self.device), "dtype": self.requested_dtype, "window_size": self.window_size,
                 "chunk_size": self.chunk_size, "mask_buffer_mb": self.mask_buffer_mb, "optimize": self.optimize,
@@ -242,7 +244,8 @@ class VideoSegmenter:
             return cls.from_official(model.pop("official"), model.pop("checkpoint"), **model, **spec)
         if "config" in model:
             if state_dict is None:
-                raise ValueError("this spec's model is a bare config: pass its weights, from_spec(spec, state_dict=...)")
+                raise ValueError("this spec's model is a bare config: pass its weights, "
+                                 "from_spec(spec, state_dict=...)")
             return cls.from_config(DVISConfig.from_dict(model["config"]), state_dict, **spec)
         raise ValueError(f"spec['model'] must have 'pretrained', 'official' or 'config', got keys {sorted(model)}")
 
@@ -374,8 +377,8 @@ class VideoSegmenter:
         h, w = info["height"], info["width"]
         scores, labels, queries = acc.select(self.cfg.test.max_num)
         masks = acc.masks_of(queries, partial=partial)
-        instances = [Instance(q, l, s, label_name=names[l] if names else None, rles=masks[q], height=h, width=w)
-                     for s, l, q in zip(scores, labels, queries)]
+        instances = [Instance(q, lab, s, label_name=names[lab] if names else None, rles=masks[q], height=h, width=w)
+                     for s, lab, q in zip(scores, labels, queries)]
         mode = "offline" if runner.offline else ("segmenter" if self.cfg.mode == "segmenter" else "online")
         meta = {"mode": mode, "source": info.get("path") or info["name"],
                 "fps": info.get("fps"), "stride": stride, "start": start, "model_size": list(info["model_size"]),

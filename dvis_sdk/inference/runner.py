@@ -351,7 +351,8 @@ class WindowRunner:
 
     def _shrink_window(self, images: Tensor, half: int) -> str:
         self.window_size = min(self.window_size, half)
-        return f"out of memory with a window of {images.shape[0]} frames on {self.device}; retrying with windows of {half}"
+        return (f"out of memory with a window of {images.shape[0]} frames on {self.device}; "
+                f"retrying with windows of {half}")
 
     def _window_fatal(self) -> Tuple[str, int]:
         return (f"out of memory in the segmenter/tracker on frame {self.frames_done} even with a window of 1 frame "

@@ -134,9 +134,9 @@ class _FileSource(VideoSource):
         finally:
             cap.release()
             if state["skipped"]:
-                warnings.warn(f"{path}: skipped {state['skipped']} frame(s) that could not be decoded (damaged or truncated "
-                              "file); the other frames were used, so yielded frame indices after the first skipped "
-                              "frame no longer match the file's frame numbers", stacklevel=2)
+                warnings.warn(f"{path}: skipped {state['skipped']} frame(s) that could not be decoded (damaged or "
+                              "truncated file); the other frames were used, so yielded frame indices after the "
+                              "first skipped frame no longer match the file's frame numbers", stacklevel=2)
 
     def _end_of_stream(self, pos: int, yielded: int, state: dict) -> None:
         """The decoder returned no more frames at source index ``pos``: the normal end, or frames lost to damaged

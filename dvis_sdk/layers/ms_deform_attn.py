@@ -6,8 +6,9 @@ level (offsets divided by (W_l, H_l)), sampled with ``grid_sample`` (bilinear, z
 ``align_corners=False``), and the attention softmax runs jointly over levels x points.
 
 Two implementations: :func:`ms_deform_attn` (the reference: one ``grid_sample`` per level, as the official
-fallback) and :func:`ms_deform_attn_fast` (the default, a per-module choice, see :mod:`dvis_sdk.layers.impl`: one weighted gather over all
-levels, points and bilinear corners). ``MSDeformAttn`` picks one through the ``deform_attn`` switch.
+fallback) and :func:`ms_deform_attn_fast` (the default, a per-module choice, see :mod:`dvis_sdk.layers.impl`: one
+weighted gather over all levels, points and bilinear corners). ``MSDeformAttn`` picks one through the
+``deform_attn`` switch.
 """
 from __future__ import annotations
 
@@ -210,7 +211,8 @@ class MSDeformAttn(ImplChoices, nn.Module):
             out = ms_deform_attn(value, input_spatial_shapes, locations, weights)
         return self.output_proj(out)
 
-    def _sampling(self, query: Tensor, reference_points: Tensor, spatial_shapes: Tensor | Sequence[Sequence[int]]) -> Tuple[Tensor, Tensor]:
+    def _sampling(self, query: Tensor, reference_points: Tensor,
+                  spatial_shapes: Tensor | Sequence[Sequence[int]]) -> Tuple[Tensor, Tensor]:
         """Normalised sampling locations (N, Lq, M, L, P, 2) and softmax attention weights (N, Lq, M, L, P)."""
         n, len_q, _ = query.shape
         offsets = self.sampling_offsets(query).view(n, len_q, self.n_heads, self.n_levels, self.n_points, 2)

@@ -56,7 +56,8 @@ class OnlineDVIS(SegmenterModel):
         out["mask_features"] = mask_features
         return out
 
-    def track(self, seg: Dict[str, Tensor], state: Optional[TrackerState]) -> Tuple[Dict[str, Tensor], TrackerState, Tensor]:
+    def track(self, seg: Dict[str, Tensor],
+              state: Optional[TrackerState]) -> Tuple[Dict[str, Tensor], TrackerState, Tensor]:
         """Run the tracker on one window's segmenter outputs; ``state=None`` starts a new video."""
         mask_features = seg["mask_features"].unsqueeze(0)
         if self.cfg.variant == "dvis++":

@@ -14,11 +14,12 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ..oom import is_oom
 from ..layers.impl import DEFORM_ATTN_IMPLS, FAST_PATHS, REFERENCE_PATHS, ImplChoices, check_choice
+from ..oom import is_oom
 from .backbones.resnet import ResNet
 
-__all__ = ["optimize", "compile_module", "copy_model", "FAST_PATHS", "REFERENCE_PATHS", "DEFORM_ATTN_IMPLS", "impl_choices"]
+__all__ = ["optimize", "compile_module", "copy_model", "FAST_PATHS", "REFERENCE_PATHS", "DEFORM_ATTN_IMPLS",
+           "impl_choices"]
 
 # where optimize keeps the channels-last input hook of the module it converted (so a second call can undo it)
 _CHANNELS_LAST_HOOK = "_dvis_channels_last_hook"
@@ -95,8 +96,8 @@ def optimize(model: nn.Module, *, sdpa: Optional[bool] = True, deform_attn: Opti
     changes.
 
     Args:
-        sdpa, deform_attn, fp32_sampling, pixel_decoder_fp32, stem_fp32: the choices of :mod:`dvis_sdk.layers.impl`, set on
-            every module that owns them (defaults: the fast paths; ``None`` leaves a choice as it is).
+        sdpa, deform_attn, fp32_sampling, pixel_decoder_fp32, stem_fp32: the choices of :mod:`dvis_sdk.layers.impl`,
+            set on every module that owns them (defaults: the fast paths; ``None`` leaves a choice as it is).
             ``optimize(model, **REFERENCE_PATHS)`` puts every choice on the official computation.
         channels_last: convert the backbone's convolutions to channels-last memory format and feed it
             channels-last input. None (default): on for ResNet backbones (oneDNN's and the tensor cores'

@@ -28,12 +28,14 @@ class SegmenterModel(nn.Module):
         shapes = {k: (self.backbone.out_channels[k], self.backbone.out_strides[k]) for k in seg.in_features}
         self.pixel_decoder = MSDeformAttnPixelDecoder(
             input_shape=shapes, conv_dim=seg.convs_dim, mask_dim=seg.mask_dim, norm=seg.norm,
-            transformer_nheads=seg.transformer_enc_nheads, transformer_dim_feedforward=seg.transformer_enc_dim_feedforward,
+            transformer_nheads=seg.transformer_enc_nheads,
+            transformer_dim_feedforward=seg.transformer_enc_dim_feedforward,
             transformer_enc_layers=seg.transformer_enc_layers, transformer_in_features=seg.deform_in_features,
             common_stride=seg.common_stride)
         self.decoder = VideoMaskedAttentionDecoder(
             in_channels=seg.convs_dim, hidden_dim=seg.hidden_dim, num_queries=seg.num_queries, nheads=seg.nheads,
-            dim_feedforward=seg.dim_feedforward, dec_layers=seg.dec_layers, pre_norm=seg.pre_norm, mask_dim=seg.mask_dim,
+            dim_feedforward=seg.dim_feedforward, dec_layers=seg.dec_layers, pre_norm=seg.pre_norm,
+            mask_dim=seg.mask_dim,
             enforce_input_project=seg.enforce_input_proj, num_classes=seg.num_classes, variant=decoder_variant,
             num_reid_head_layers=seg.num_reid_head_layers, reid_hidden_dim=seg.reid_hidden_dim)
         self.register_buffer("pixel_mean", torch.tensor(cfg.input.pixel_mean).view(-1, 1, 1), persistent=False)

@@ -14,7 +14,12 @@ prefixes in ``keymap.KEY_PREFIXES`` / ``keymap.TRAINING_ONLY_PREFIXES``.
 from .checkpoint import load_official_checkpoint
 from .config import load_official_config
 from .defaults import (
-    DEFAULTS_BY_FAMILY, META_ARCHS, OFFICIAL_DEFAULTS, OFFICIAL_DEFAULTS_DAQ, OFFICIAL_DEFAULTS_DVIS, official_defaults,
+    DEFAULTS_BY_FAMILY,
+    META_ARCHS,
+    OFFICIAL_DEFAULTS,
+    OFFICIAL_DEFAULTS_DAQ,
+    OFFICIAL_DEFAULTS_DVIS,
+    official_defaults,
 )
 from .errors import ConversionError
 from .keymap import CONSTANT_KEYS, KEY_PREFIXES, TRAINING_ONLY_PREFIXES, convert_official_state_dict

@@ -5,8 +5,16 @@ from pathlib import Path
 from typing import Mapping, Optional, Union
 
 from ..config import (
-    BackboneConfig, DVISConfig, InputConfig, RefinerConfig, ResNetConfig, SegmenterConfig, SwinConfig, TestConfig,
-    TrackerConfig, ViTAdapterConfig,
+    BackboneConfig,
+    DVISConfig,
+    InputConfig,
+    RefinerConfig,
+    ResNetConfig,
+    SegmenterConfig,
+    SwinConfig,
+    TestConfig,
+    TrackerConfig,
+    ViTAdapterConfig,
 )
 from ..configs.datasets import CLASS_NAMES, dataset_key
 from ..configs.vipseg import PANOPTIC_DATASETS
@@ -44,7 +52,8 @@ def _vit_adapter_config(va: Mapping) -> ViTAdapterConfig:
             freeze_vit=va.get("FREEZE_VIT", True),
         )
     if name not in VIT_ADAPTER_PRESETS:
-        raise ConversionError(f"unknown MODEL.VIT_ADAPTER.NAME {name!r}; known: {sorted(VIT_ADAPTER_PRESETS)} or 'custom'")
+        raise ConversionError(f"unknown MODEL.VIT_ADAPTER.NAME {name!r}; "
+                              f"known: {sorted(VIT_ADAPTER_PRESETS)} or 'custom'")
     p = dict(VIT_ADAPTER_PRESETS[name])
     p["interaction_indexes"] = tuple(tuple(x) for x in p["interaction_indexes"])
     p["freeze_vit"] = va.get("FREEZE_VIT", True)
@@ -61,7 +70,8 @@ def _backbone_config(model: Mapping) -> BackboneConfig:
         if r.get("NORM", "FrozenBN") != "FrozenBN":
             raise ConversionError(f"MODEL.RESNETS.NORM {r['NORM']!r} unsupported (official DVIS models use FrozenBN)")
         if any(r.get("DEFORM_ON_PER_STAGE", [False] * 4)):
-            raise ConversionError("deformable convolutions in the ResNet (MODEL.RESNETS.DEFORM_ON_PER_STAGE) are unsupported")
+            raise ConversionError("deformable convolutions in the ResNet (MODEL.RESNETS.DEFORM_ON_PER_STAGE) "
+                                  "are unsupported")
         if r.get("STEM_TYPE", "basic") != "basic":
             raise ConversionError(f"MODEL.RESNETS.STEM_TYPE {r['STEM_TYPE']!r} unsupported")
         return BackboneConfig(type="resnet", resnet=ResNetConfig(

@@ -39,7 +39,7 @@ def convert_official_state_dict(state_dict: Mapping[str, Any], cfg: DVISConfig) 
     for key, value in state_dict.items():
         if key.startswith(TRAINING_ONLY_PREFIXES) or key in CONSTANT_KEYS:
             continue
-        for src, dst in KEY_PREFIXES.items():
+        for src, dst in KEY_PREFIXES.items():  # noqa: B007 (the matching pair is used after the break)
             if key.startswith(src):
                 break
         else:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-
 # =============================================================================================
 # ViT-Adapter presets: DVIS++ mask2former/modeling/backbones_vitAdapter/adapter.py :: get_adapter_args
 # (zhang-tao-whu/DVIS_Plus, DVIS_DAQ/... @c0eb249; DVIS_Plus/ copy identical) combined with

@@ -1,7 +1,8 @@
 """Training DVIS / DVIS++: synthetic data, YouTube-VIS datasets, losses, query noise, trainers and fine-tuning.
 
 >>> from dvis_sdk.training import finetune                                          # doctest: +SKIP
->>> finetune("my_ytvis/", "runs/ft", model="dvis-tiny-shapes", stages="segmenter,tracker", holdout=0.2)  # doctest: +SKIP
+>>> finetune("my_ytvis/", "runs/ft", model="dvis-tiny-shapes",                     # doctest: +SKIP
+...          stages="segmenter,tracker", holdout=0.2)
 >>> finetune("coco/annotations.json", "runs/img", stages="segmenter", val="my_ytvis_val/")  # doctest: +SKIP
 
 >>> from dvis_sdk.training import DenoisingTrainer, TrainConfig, VideoClipDataset   # doctest: +SKIP
@@ -12,15 +13,15 @@
 
 See ``docs/training.md``.
 """
-from .datasets import Clip, DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks
 from .coco import CocoAnnotations, CocoClipDataset
-from .mixing import MixedClipDataset
-from .pseudo_video import PseudoVideoAugmentation
 from .config import PRESETS, TrainConfig, preset
+from .datasets import Clip, DatasetError, VideoClipDataset, YTVISAnnotations, convert_png_masks
 from .draws import Draws, ReplayDraws
 from .finetuning import FinetuneResult, finetune
 from .loop import Trainer
+from .mixing import MixedClipDataset
 from .noise import NOISE_MODES, QueryNoiser, apply_noise, attach_noiser
+from .pseudo_video import PseudoVideoAugmentation
 from .stages import DenoisingTrainer, RefinerTrainer, SegmenterTrainer
 from .start import FinetuneError, LoadReport
 

@@ -238,7 +238,9 @@ class CocoClipDataset:
     cacheable = False
 
     def __init__(self, annotations: CocoAnnotations, *, num_frames: int = 5, min_sizes: Sequence[int] = (360,),
-                 max_size: int = 640, augmentation: PseudoVideoAugmentation = PseudoVideoAugmentation(),
+                 max_size: int = 640,
+                 # a frozen dataclass of numbers and tuples: immutable, so one shared default instance is safe
+                 augmentation: PseudoVideoAugmentation = PseudoVideoAugmentation(),  # noqa: B008
                  min_instances: int = 0):
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")

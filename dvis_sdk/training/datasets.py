@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..ops.preprocess import resize_frame, resized_shape
-from ..masks import decode_rles, encode_mask, polygons_to_rle
 from ..io import IMAGE_EXTENSIONS, natural_sort_key
+from ..masks import decode_rles, encode_mask, polygons_to_rle
+from ..ops.preprocess import resize_frame, resized_shape
 
 __all__ = ["DatasetError", "YTVISAnnotations", "VideoClipDataset", "Clip", "decode_segmentation",
            "convert_png_masks", "load_frame"]

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..masks import encode_mask
 
-__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background", "render_scene",
-           "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
+__all__ = ["CATEGORIES", "PALETTE", "CATEGORY_PALETTES", "ShapeTrack", "SyntheticConfig", "PRESETS", "make_background",
+           "render_scene", "sample_scene", "render_video", "generate_ytvis", "masks_to_ytvis_annotations"]
 
 # category id (1-based, YouTube-VIS style) = index + 1
 CATEGORIES: Tuple[str, ...] = ("circle", "square", "triangle")
@@ -207,7 +207,7 @@ def sample_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> List[ShapeTr
     side = min(w, h)
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     shapes: List[ShapeTrack] = []
-    for k in range(n):
+    for _ in range(n):
         if shapes and rng.random() < cfg.same_kind_prob:
             kind = shapes[int(rng.integers(len(shapes)))].kind
         else:

@@ -9,11 +9,24 @@ from .cache import CONVERTED_FORMAT
 from .checksum import sha256_file, verify_sha256
 from .errors import ChecksumError, PretrainedFormatError, UnknownModelError, WeightsUnavailableError
 from .manifest import (
-    MANIFEST_PATH, REQUIRED_FIELDS, default_model_name, embedded_model_path, entry_config_path, get_model_entry,
-    list_models, load_manifest, validate_manifest,
+    MANIFEST_PATH,
+    REQUIRED_FIELDS,
+    default_model_name,
+    embedded_model_path,
+    entry_config_path,
+    get_model_entry,
+    list_models,
+    load_manifest,
+    validate_manifest,
 )
 from .pretrained import (
-    CONFIG_NAME, WEIGHTS_NAME, load_pretrained, push_to_hub, save_pretrained, tensors_for_saving, write_pretrained,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_pretrained,
+    push_to_hub,
+    save_pretrained,
+    tensors_for_saving,
+    write_pretrained,
 )
 from .resolve import ResolvedModel, resolve_official, resolve_weights
 

@@ -16,12 +16,22 @@ from .cache import CONVERTED_FORMAT, converted_root, find_converted, safe_name, 
 from .checksum import verify_sha256
 from .download import download, hub_cache_root, is_offline
 from .errors import ChecksumError, WeightsUnavailableError
-from .pinned_names import record_sha256, recorded, resolve_filename
 from .manifest import (
-    embedded_model_path, entry_config_path, get_model_entry, is_model_name, local_weights_hint, unpinned_hub_message,
+    embedded_model_path,
+    entry_config_path,
+    get_model_entry,
+    is_model_name,
+    local_weights_hint,
+    unpinned_hub_message,
 )
+from .pinned_names import record_sha256, recorded, resolve_filename
 from .pretrained import (
-    CONFIG_NAME, WEIGHTS_NAME, is_pretrained_weights, load_pretrained, load_safetensors, read_pretrained_files,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    is_pretrained_weights,
+    load_pretrained,
+    load_safetensors,
+    read_pretrained_files,
 )
 
 PathLike = Union[str, Path]

@@ -192,7 +192,8 @@ class DinoVisionTransformer(nn.Module):
             pos[:, 1:].reshape(1, gi, gi, -1).permute(0, 3, 1, 2),
             scale_factor=(h0 / g, w0 / g), mode="bicubic")
         if patch_pos.shape[-2:] != (int(h0), int(w0)):
-            raise RuntimeError(f"pos-embed interpolation gave {tuple(patch_pos.shape[-2:])}, expected {(int(h0), int(w0))}")
+            raise RuntimeError(f"pos-embed interpolation gave {tuple(patch_pos.shape[-2:])}, "
+                               f"expected {(int(h0), int(w0))}")
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])
         return torch.cat((pos[:, :1], patch_pos), dim=1).to(dtype)
 

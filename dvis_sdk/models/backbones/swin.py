@@ -141,7 +141,7 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, h: int, w: int, attn_mask: Optional[Tensor]) -> Tensor:
         """x: (B, H*W, C) -> (B, H*W, C); attn_mask is used only when this block shifts."""
-        b, l, c = x.shape
+        b, _, c = x.shape
         ws = self.window_size
         shortcut = x
         x = self.norm1(x).view(b, h, w, c)

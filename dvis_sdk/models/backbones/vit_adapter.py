@@ -29,11 +29,10 @@ from torch import Tensor, nn
 from ...layers.impl import ImplChoices, check_choice
 from ...layers.ms_deform_attn import MSDeformAttn
 from ...runtime import fp32_under_autocast
+from .dinov2 import DinoVisionTransformer, convert_dinov2_state_dict, resize_patch_embed_kernel
 
 # (H, W) of each level: Python ints (no host read per call) or, for callers that have one, an (L, 2) tensor
 SpatialShapes = Union[Tensor, Sequence[Tuple[int, int]]]
-
-from .dinov2 import DinoVisionTransformer, convert_dinov2_state_dict, resize_patch_embed_kernel
 
 __all__ = ["ViTAdapter", "SpatialPriorModule", "Extractor", "ConvFFN", "DWConv", "InteractionBlock",
            "VITL_ADAPTER_KWARGS", "VITB_ADAPTER_KWARGS", "vitl_adapter_kwargs", "vitb_adapter_kwargs",
