@@ -17,9 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MAX_README_LINES = 120
 # Docs (and sections) the README links to that other branches are adding; remove an entry once it is merged.
-PENDING_LINKS = {"docs/segmenter_only.md", "docs/training.md#from-image-labels-to-a-video-model"}
-
-
 def _readme_commands():
     return re.findall(r"```bash\n(.+?)\n```", README.read_text())
 
@@ -55,14 +52,10 @@ def test_readme_is_short_and_its_links_resolve():
     local = [(path, anchor) for path, anchor in links if not path.startswith(("http://", "https://"))]
     assert len(local) >= 5
     for path, anchor in local:
-        target = f"{path}#{anchor}" if anchor else path
-        pending = target in PENDING_LINKS or path in PENDING_LINKS
-        if not (ROOT / path).is_file():
-            assert pending, f"README links to a missing file: {path}"
-            continue
+        assert (ROOT / path).is_file(), f"README links to a missing file: {path}"
         if anchor:
             headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), re.M)
-            assert anchor in {_anchor(h) for h in headings} or pending, f"README links to a missing section: {target}"
+            assert anchor in {_anchor(h) for h in headings}, f"README links to a missing section: {path}#{anchor}"
 
 
 def test_readme_quickstart_runs_as_written(tmp_path):
