@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..config import DVISConfig
 from ..ops.panoptic import (
+    Workspace,
     mask_probs,
     vps_frame_counts,
     vps_frame_ids,
@@ -106,15 +107,17 @@ class DenseTaskAccumulator:
         self.device = w.mask_logits.device
 
     def _steps(self, rows: Optional[Tensor], extra_rows: int = 0) -> Iterator[Tensor]:
-        """Mask probabilities (K, t, H, W) of the selected rows, a few frames at a time, in frame order."""
+        """Mask probabilities (K, t, H, W) of the selected rows, a few frames at a time, in frame order. Each
+        step is written into the same buffers (no fresh full-size allocation per step): use it before the next."""
         padded, image, output = self.geometry
         n = self.scores.num_queries if rows is None else int(rows.numel())
         step = frame_budget(n, output[0], output[1], extra_rows)
+        workspace = Workspace()
         for logits in self.store:
             logits = logits if rows is None else logits[rows.to(logits.device)]
             for s in range(0, logits.shape[1], step):
                 chunk = logits[:, s:s + step].to(self.device)
-                yield mask_probs(chunk, padded, image, output)
+                yield mask_probs(chunk, padded, image, output, workspace)
 
     def panoptic(self) -> Tuple[FrameMaps, List[Dict[str, object]]]:
         """Official VPS: (ids (T, H, W) int32 as :class:`FrameMaps`, segments)."""

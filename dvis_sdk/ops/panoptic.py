@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VPSQueries", "vps_queries", "vss_class_probs", "mask_probs", "vps_frame_counts", "vps_segments",
-           "vps_frame_ids", "vss_frame_classes", "postprocess_vps", "postprocess_vss"]
+__all__ = ["Workspace", "VPSQueries", "vps_queries", "vss_class_probs", "mask_probs", "vps_frame_counts",
+           "vps_segments", "vps_frame_ids", "vss_frame_classes", "postprocess_vps", "postprocess_vss"]
 
 
 @dataclass
@@ -61,15 +61,64 @@ def vss_class_probs(pred_cls: Tensor, aux_pred_cls: Optional[Tensor] = None) -> 
     return cls
 
 
+class Workspace:
+    """Scratch buffers that :func:`mask_probs` writes into and reuses from one call to the next.
+
+    A fresh full-size tensor per step costs as much as the resize itself (the pages are mapped and zeroed
+    anew each time); with a workspace the memory is reused. What a call returned is overwritten by the next
+    call with the same workspace. One per loop, never shared between threads."""
+
+    def __init__(self) -> None:
+        self._buffers: Dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: Tuple[int, ...], like: Tensor) -> Tensor:
+        """A (shape) tensor of ``like``'s dtype / device, in the buffer ``name`` (grown when too small)."""
+        n = 1
+        for d in shape:
+            n *= int(d)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty(n, dtype=like.dtype, device=like.device)
+            self._buffers[name] = buf
+        return buf[:n].view(shape)
+
+
+def _bilinear(m: Tensor, size: Tuple[int, int], out: Optional[Tensor] = None) -> Tensor:
+    """Bilinear resize (align_corners=False) of (K, t, h, w) maps, one map per channel, into ``out`` if given.
+
+    PyTorch picks its CPU kernel by the channel count: ``t == 3`` frames on one thread (a window of 3) takes the
+    channels-last kernel, whose float rounding differs from the per-pixel kernel the official whole-video call
+    (``t`` = the video length) takes, and is ~3x slower. As (K*t, 1, h, w) every chunk of frames takes the
+    per-pixel kernel and gives the official values bit for bit, whatever the chunking and thread count."""
+    k, t = m.shape[:2]
+    src = m.reshape((k * t, 1) + tuple(m.shape[2:]))
+    if out is None:
+        res = F.interpolate(src, size=tuple(size), mode="bilinear", align_corners=False)
+    else:  # the kernel F.interpolate calls (no scale factors: computed from the sizes), writing into out
+        res = torch.ops.aten.upsample_bilinear2d.out(src, [int(x) for x in size], False, None, None,
+                                                    out=out.view((k * t, 1) + tuple(size)))
+    return res.view((k, t) + tuple(size))
+
+
 def mask_probs(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
-               output_size: Tuple[int, int]) -> Tensor:
+               output_size: Tuple[int, int], workspace: Optional[Workspace] = None) -> Tensor:
     """(K, t, h, w) mask logits at stride 4 -> (K, t, H_out, W_out) probabilities, in the official order of VPS /
     VSS: bilinear to the padded size, crop the padding, SIGMOID, bilinear to the output size (VIS thresholds
-    the logits instead)."""
-    m = F.interpolate(mask_logits.float(), size=tuple(padded_size), mode="bilinear", align_corners=False)
-    m = m[:, :, : image_size[0], : image_size[1]].sigmoid()
+    the logits instead). With a ``workspace`` the result lives in its buffers (valid until the next call)."""
+    m = mask_logits.float()
+    k, t = m.shape[:2]
+    ws = workspace.get if workspace is not None else (lambda name, shape, like: None)
+    m = _bilinear(m, padded_size, ws("padded", (k, t) + tuple(padded_size), m))
+    m = m[:, :, : image_size[0], : image_size[1]]
+    # in place when nothing is cropped; else into a contiguous tensor, as sigmoid() allocates it: the same
+    # elements go through the same vectorised / scalar sigmoid code either way, so the values do not change
+    if m.is_contiguous():
+        m = m.sigmoid_()
+    else:
+        dst = ws("cropped", tuple(m.shape), m)
+        m = m.sigmoid() if dst is None else torch.sigmoid(m, out=dst)
     if tuple(image_size) != tuple(output_size):
-        m = F.interpolate(m, size=tuple(output_size), mode="bilinear", align_corners=False)
+        m = _bilinear(m, output_size, ws("output", (k, t) + tuple(output_size), m))
     return m
 
 
@@ -151,10 +200,46 @@ def vps_frame_ids(probs: Tensor, scores: Tensor, lut: Tensor) -> Tensor:
     return torch.where(solid, ids, torch.zeros_like(ids)).cpu()
 
 
-def vss_frame_classes(probs: Tensor, class_probs: Tensor) -> Tensor:
-    """(t, H, W) int64 class map: argmax over classes of sum_q class_probs[q, c] * probs[q] (first on ties)."""
-    semseg = torch.einsum("qc,qthw->cthw", class_probs.to(probs), probs)
-    return semseg.max(0)[1].cpu()
+#: pixels per step of the CPU class argmax: the (C, tile) class scores stay in the L2 cache
+VSS_TILE = 512
+#: narrower products take another BLAS code path whose rounding differs (measured: up to 11 columns, MKL)
+VSS_MIN_TILE = 64
+
+
+def _tiles(n: int, tile: int) -> List[Tuple[int, int]]:
+    """[start, end) column blocks of ``tile`` pixels; a short remainder joins the block before it, so no block
+    is narrower than ``tile`` unless the whole is."""
+    starts = list(range(0, n, tile))
+    if len(starts) > 1 and n - starts[-1] < tile:
+        starts.pop()
+    return [(s, e) for s, e in zip(starts, starts[1:] + [n])]
+
+
+def vss_frame_classes(probs: Tensor, class_probs: Tensor, tile: int = VSS_TILE) -> Tensor:
+    """(t, H, W) int64 class map: argmax over classes of sum_q class_probs[q, c] * probs[q] (first on ties).
+
+    The official ``einsum('qc,qthw->cthw')`` is one (C, Q) @ (Q, t*H*W) product; each score is its own dot
+    product over the queries, so a block of pixel columns gets the same floats as the whole (tested, for blocks
+    of at least ``VSS_MIN_TILE`` columns). On the CPU the product and the argmax run ``tile`` pixels at a time:
+    the (C, t, H, W) class maps never exist (~2x faster; those of one 720p frame with 124 classes are 457 MB).
+    Elsewhere (GPU) the whole product at once."""
+    if tile < VSS_MIN_TILE:
+        raise ValueError(f"tile={tile}: use at least {VSS_MIN_TILE} pixels (narrower products round differently)")
+    q = probs.shape[0]
+    flat = probs.reshape(q, -1)
+    weights = class_probs.to(probs).t()
+    if probs.device.type != "cpu":
+        return torch.mm(weights, flat).max(0)[1].view(probs.shape[1:]).cpu()
+    blocks = _tiles(flat.shape[1], tile)
+    width = max((e - s for s, e in blocks), default=0)
+    out = torch.empty(flat.shape[1], dtype=torch.long)
+    scores = torch.empty((weights.shape[0], width), dtype=probs.dtype)
+    best = torch.empty(width, dtype=probs.dtype)
+    for s, e in blocks:
+        block = scores[:, : e - s]
+        torch.mm(weights, flat[:, s:e], out=block)
+        torch.max(block, 0, out=(best[: e - s], out[s:e]))
+    return out.view(probs.shape[1:])
 
 
 def postprocess_vps(pred_cls: Tensor, pred_masks: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
