@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VISOutput", "class_scores", "select_topk", "upsample_masks", "postprocess_vis"]
+__all__ = ["VISOutput", "class_scores", "select_topk", "upsample_logits", "upsample_masks", "postprocess_vis"]
 
 
 @dataclass
@@ -45,20 +45,50 @@ def select_topk(pred_cls: Tensor, max_num: int, aux_pred_cls: Optional[Tensor] =
     return top_scores, top_idx % num_classes, torch.div(top_idx, num_classes, rounding_mode="floor")
 
 
+# PyTorch's CPU bilinear resize (align_corners=False, no antialias) takes its per-pixel kernel for a 1-channel
+# input whenever the output height + width is at least this; below it, every channel count takes the
+# channels-last kernel, whose rounding depends on a channel's position in the vector lanes (aten
+# UpSampleKernel.cpp, ``_use_vectorized_kernel_cond_2d``)
+_PER_PIXEL_MIN_HW = 129
+
+
+def _bilinear(m: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Bilinear resize (align_corners=False) of (K, t, h, w) maps. On a CPU above the small-size threshold, one map
+    per channel: the per-pixel kernel, which the official whole-video call (t = the video length) takes too, except
+    on one thread with exactly 3 channels, where a window or chunk of 3 frames got the 2-2.5x slower channels-last
+    kernel, rounding differently. Below the threshold the official values depend on a frame's position in the
+    video; the caller's (K, 16-frame chunk) layout reproduces them (16 is a multiple of the vector width): kept.
+    GPU kernels compute each pixel alike for any channel count: left as they are."""
+    if m.device.type != "cpu" or size[0] + size[1] < _PER_PIXEL_MIN_HW:
+        return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+    k, t = m.shape[:2]
+    flat = m.reshape((k * t, 1) + tuple(m.shape[2:]))
+    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).view((k, t) + tuple(size))
+
+
+def upsample_logits(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
+                    output_size: Tuple[int, int]) -> Tensor:
+    """(K, t, h, w) mask logits at stride 4 -> (K, t, H_out, W_out) float32 logits, as the official code: bilinear to
+    the padded input size, crop the padding, bilinear to the output size; the official whole-video call's values
+    whatever the chunking, window size and thread count (see :func:`_bilinear`)."""
+    m = _bilinear(mask_logits.float(), tuple(padded_size))
+    m = m[:, :, : image_size[0], : image_size[1]]
+    if tuple(image_size) != tuple(output_size):
+        m = _bilinear(m, tuple(output_size))
+    return m
+
+
 def upsample_masks(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
                    output_size: Tuple[int, int], frame_chunk: int = 16) -> Tensor:
-    """(K, T, h, w) mask logits at stride 4 -> (K, T, H_out, W_out) bool, as the official code: bilinear to the
-    padded input size, crop the padding, bilinear to the output size, > 0. Done in chunks of frames so the
-    float intermediates stay small on long videos (the result is identical)."""
+    """(K, T, h, w) mask logits at stride 4 -> (K, T, H_out, W_out) bool: :func:`upsample_logits` > 0, as the
+    official code. Done in chunks of frames so the float intermediates stay small on long videos (the result does
+    not depend on the chunk size, except below the small-size threshold of :func:`_bilinear`, where chunks of a
+    multiple of 8 frames keep it)."""
     k, t = mask_logits.shape[:2]
     out = torch.empty((k, t) + tuple(output_size), dtype=torch.bool, device=mask_logits.device)
     for s in range(0, t, frame_chunk):
-        m = mask_logits[:, s:s + frame_chunk].float()
-        m = F.interpolate(m, size=padded_size, mode="bilinear", align_corners=False)
-        m = m[:, :, : image_size[0], : image_size[1]]
-        if tuple(image_size) != tuple(output_size):
-            m = F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)
-        out[:, s:s + frame_chunk] = m > 0
+        out[:, s:s + frame_chunk] = upsample_logits(mask_logits[:, s:s + frame_chunk], padded_size, image_size,
+                                                    output_size) > 0
     return out
 
 
