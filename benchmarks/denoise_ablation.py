@@ -46,6 +46,7 @@ from dvis_sdk.evaluation import evaluate_ytvis  # noqa: E402
 from dvis_sdk.evaluation.tracking import tracking_metrics  # noqa: E402
 from dvis_sdk.training import DenoisingTrainer, SegmenterTrainer, TrainConfig, VideoClipDataset  # noqa: E402
 from dvis_sdk.training.datasets import YTVISAnnotations, load_frame  # noqa: E402
+from dvis_sdk.training.fingerprint import segmenter_fingerprint  # noqa: E402
 from dvis_sdk.training.noise import attach_noiser  # noqa: E402
 from dvis_sdk.training.stages.tracker import reorder_segmenter_outputs  # noqa: E402
 from dvis_sdk.training.synthetic import PRESETS, generate_ytvis  # noqa: E402
@@ -127,7 +128,9 @@ def segmenter_model(a, dirs):
 # ------------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def val_segments(model, ann: YTVISAnnotations, cache: Path) -> List[Dict[str, torch.Tensor]]:
-    """The frozen segmenter's outputs on every validation video (cached on disk)."""
+    """The frozen segmenter's outputs on every validation video (cached on disk under ``cache/<segmenter
+    fingerprint>``: a work dir reused with another segmenter recomputes them)."""
+    cache = cache / segmenter_fingerprint(model)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
     for i, v in enumerate(ann.videos):

@@ -13,6 +13,7 @@ from ..config import TrainConfig
 from ..criterion import SetCriterion, frames_as_images
 from ..datasets import Clip, VideoClipDataset
 from ..draws import Draws
+from ..fingerprint import segmenter_fingerprint
 from ..loop import PathLike, Trainer, set_trainable
 from ..matcher import ConsistentMatcher
 from ..noise import QueryNoiser, attach_noiser, canonical_mode
@@ -91,7 +92,9 @@ class DenoisingTrainer(Trainer):
         noise_ratio: probability that a frame is noised; default: the model config's ``tracker.noise_ratio``
             (official: 0.5 for 40k iterations, 0.8 for 160k).
         cache: ``"memory"`` (default) keeps the frozen segmenter's per-frame outputs in RAM, a folder path keeps
-            them on disk, ``None`` recomputes them every time. Exact either way (frames are segmented one by one).
+            them on disk (in a sub-folder named by :func:`~dvis_sdk.training.fingerprint.segmenter_fingerprint`,
+            so a folder reused with another segmenter is not read back), ``None`` recomputes them every time.
+            Exact either way (frames are segmented one by one).
     """
 
     kind = "tracker"
@@ -110,6 +113,7 @@ class DenoisingTrainer(Trainer):
         self.noiser: Optional[QueryNoiser] = None
         self._cache: Dict[Tuple[int, int, int, int, int], Dict[str, Tensor]] = {}
         self.cache = cache
+        self._fingerprint: Optional[str] = None
         super().__init__(model, dataset, out_dir, config, val)
         self.noise_generator.manual_seed(self.cfg.seed)
         model.cfg.tracker.noise_mode = _OFFICIAL_NOISE_NAMES[self.noise]
@@ -173,8 +177,15 @@ class DenoisingTrainer(Trainer):
                 "mask_features": stack("mask_features", 0), "pred_logits": stack("pred_logits", 0)[None],
                 "pred_masks": stack("pred_masks", 1)[None], "padded": torch.tensor([hp, wp])}
 
+    def cache_folder(self) -> Path:
+        """The disk cache's folder for THIS segmenter: ``cache / <segmenter fingerprint>`` (computed once: the
+        segmenter is frozen while the tracker trains)."""
+        if self._fingerprint is None:
+            self._fingerprint = segmenter_fingerprint(self.model)
+        return Path(self.cache) / self._fingerprint  # type: ignore[arg-type]
+
     def _cache_path(self, key) -> Path:
-        return Path(self.cache) / ("_".join(str(k) for k in key) + ".pt")  # type: ignore[arg-type]
+        return self.cache_folder() / ("_".join(str(k) for k in key) + ".pt")
 
     def _cache_get(self, key) -> Optional[Dict[str, Tensor]]:
         if self.cache is None:
