@@ -30,7 +30,7 @@ def curve():
     return _load("tracker_curve")
 
 
-# ~25 s on a shared 2-core CPU: data, a 1-iteration segmenter, 2 runs x 3 evaluation points, one resumed point
+# ~7 s alone, ~30 s on a loaded shared 2-core CPU: data, a 1-iteration segmenter, 2 runs x 3 evaluation points, one resumed point
 def test_quick_curve_reports_and_resumes_exactly(curve, tmp_path):
     work, out = tmp_path / "work", tmp_path / "curve.json"
     argv = ["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]
@@ -119,3 +119,16 @@ def test_official_tracker_init(curve):
     bound = (6 / (attn.in_proj_weight.shape[0] + attn.in_proj_weight.shape[1])) ** 0.5  # xavier on the whole matrix
     assert attn.in_proj_weight.abs().max() <= bound and not attn.in_proj_bias.any()
     assert attn.in_proj_weight.abs().max() > 0.8 * bound
+
+
+@pytest.mark.slow  # ~10 s: a wrapper of the study's run_arm and of the sweep, both covered above
+def test_quick_rescore_of_study_arms(tmp_path):
+    rescore = _load("denoise_rescore")
+    out = rescore.main(["--quick", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r.json"),
+                        "--arms", "none", "--threads", "1"])
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved == json.loads(json.dumps(out)) and [r["arm"] for r in saved["runs"]] == ["none"]
+    run = saved["runs"][0]
+    # the sweep at 0.3 is the study's own IDF1 of the same trained tracker
+    assert run["tracker"]["sweep"]["0.3"]["IDF1"] == pytest.approx(run["IDF1_at_0.3_study"], abs=1e-3)
+    assert set(run["swap"]["sweep"]) == set(saved["cosine_sweep"])
