@@ -338,17 +338,39 @@ def main(argv=None) -> Dict[str, Any]:
 
 
 def print_table(report: Dict[str, Any]) -> None:
+    """Markdown: segmenter-only association over the threshold sweep, then per (init, lr, budget, arm) the mean over
+    seeds of the tracker at its best threshold, the swap, and the paired intervals against segmenter-only."""
     c = report["cosine"]
-    print(f"\ncosine (segmenter-only): AP {c['AP']:.1f}; IDF1 {c['at_0.3']['IDF1']:.1f} at 0.3, "
-          f"{c['at_best']['IDF1']:.1f} at {c['best_thr']:g} (AssA {c['at_best']['AssA']:.1f}, IDTP "
-          f"{c['at_best']['IDTP']:.0f}, IDFP {c['at_best']['IDFP']:.0f})")
-    print("\n| run | iter | AP | IDF1@0.3 | IDF1@best (thr) | AssA@best | IDTP / IDFP @best | swap AP | "
-          "swap IDF1@best (thr) |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| segmenter-only (cosine) | " + " | ".join(c["sweep"]) + " |\n|---|" + "---|" * len(c["sweep"]))
+    for k in ("IDF1", "AssA", "IDTP", "IDFP"):
+        print(f"| {k} | " + " | ".join(f"{m[k]:.1f}" if k in ("IDF1", "AssA") else f"{m[k]}"
+                                       for m in c["sweep"].values()) + " |")
+    print(f"AP {c['AP']:.1f}; best IDF1 {c['at_best']['IDF1']:.1f} at {c['best_thr']:g}")
+    rows: Dict[tuple, List[dict]] = {}
     for r in report["table"]:
-        t, s = r["tracker"], r["swap"]
-        print(f"| {r['run']} | {r['iter']} | {t['AP']:.1f} | {t['at_0.3']['IDF1']:.1f} | {t['at_best']['IDF1']:.1f} "
-              f"({t['best_thr']:g}) | {t['at_best']['AssA']:.1f} | {t['at_best']['IDTP']:.0f} / "
-              f"{t['at_best']['IDFP']:.0f} | {s['AP']:.1f} | {s['at_best']['IDF1']:.1f} ({s['best_thr']:g}) |")
+        rows.setdefault((r["init"], r["lr"], r["iter"], r["arm"]), []).append(r)
+    comp = {(x["init"], x["lr"], x["iter"]): x for x in report["comparisons"]}
+    print("\n| init | lr | iter | arm | seeds | AP | IDF1 @0.3 | IDF1 @best (thr) | AssA @best | IDTP / IDFP @best | "
+          "swap AP / IDF1 @best | tracker - cosine: AP/video, IDF1 @best | swap - cosine IDF1 @best |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    mean = lambda rs, f: float(np.mean([f(r) for r in rs]))  # noqa: E731
+    fmt = lambda d: f"{d['diff']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"  # noqa: E731
+    for (init, lr, it, arm), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], kv[0][3])):
+        t = lambda f: mean(rs, lambda r: f(r["tracker"]))  # noqa: E731
+        cm = comp.get((init, lr, it), {})
+        vs, sw = cm.get(f"{arm}-cosine"), cm.get(f"{arm}_swap-cosine")
+        thr = "/".join(f"{r['tracker']['best_thr']:g}" for r in rs)
+        print(f"| {init} | {lr:g} | {it} | {arm} | {len(rs)} | {t(lambda x: x['AP']):.1f} | "
+              f"{t(lambda x: x['at_0.3']['IDF1']):.1f} | {t(lambda x: x['at_best']['IDF1']):.1f} ({thr}) | "
+              f"{t(lambda x: x['at_best']['AssA']):.1f} | {t(lambda x: x['at_best']['IDTP']):.0f} / "
+              f"{t(lambda x: x['at_best']['IDFP']):.0f} | {mean(rs, lambda r: r['swap']['AP']):.1f} / "
+              f"{mean(rs, lambda r: r['swap']['at_best']['IDF1']):.1f} | "
+              + (f"{fmt(vs['AP_per_video'])}, {fmt(vs['IDF1_best'])} | {fmt(sw['IDF1_best'])} |" if vs else "| |"))
+    for (init, lr, it), cm in sorted(comp.items()):
+        if "shuffle-none" in cm:
+            d = cm["shuffle-none"]
+            print(f"shuffle - none, {init} lr {lr:g} at {it}: AP/video {fmt(d['AP_per_video'])}, IDF1 @best "
+                  f"{fmt(d['IDF1_best'])}, IDF1 @0.3 {fmt(d['IDF1_0.3'])} ({d['AP_per_video']['seeds']} seeds)")
 
 
 if __name__ == "__main__":
