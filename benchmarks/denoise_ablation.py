@@ -141,7 +141,8 @@ def val_segments(model, ann: YTVISAnnotations, cache: Path) -> List[Dict[str, to
                                model.cfg.input.pixel_std, model.cfg.input.size_divisibility)
             seg = model.segment(images)
             torch.save({k: seg[k].contiguous() for k in ("pred_embds", "pred_embds_without_norm", "pred_logits",
-                                                         "pred_masks", "mask_features")}, p)
+                                                         "pred_masks", "mask_features")}, p.with_suffix(".tmp"))
+            p.with_suffix(".tmp").replace(p)  # a run killed mid-write leaves no partial file behind
         out.append(p)
     return out  # paths; loaded one at a time
 

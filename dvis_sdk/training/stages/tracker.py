@@ -2,6 +2,7 @@
 noise, the consistent matcher and the contrastive loss on the tracker's references (``loss_reid``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -203,7 +204,10 @@ class DenoisingTrainer(Trainer):
             return
         p = self._cache_path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(item, p)
+        # write + rename: a process sharing the folder (or a run killed mid-write) never reads a partial file
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        torch.save(item, tmp)
+        os.replace(tmp, p)
 
     def compute_losses(self, clips: List[Clip]) -> Dict[str, Tensor]:
         early = self.iter < self.segmenter_matching_fraction * self.cfg.iters
