@@ -180,7 +180,8 @@ def run_curve(a, base, run: Run, ctx: Dict[str, Any]) -> None:
             trainer.train()
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        ev = {"iter": k, "run": run._asdict(), "train_s": round(train_s, 1), **evaluate_point(trainer.model, ctx)}
+        ev = {"iter": k, "run": run._asdict(), "train_s": round(train_s, 1), "segmenter": ctx["fingerprint"],
+              **evaluate_point(trainer.model, ctx)}
         ev["eval_s"] = round(time.perf_counter() - t1, 1)
         (rdir / f"eval_{k:06d}.json").write_text(json.dumps(ev))
         print(json.dumps({"run": run.name, "iter": k, "train_s": ev["train_s"], "eval_s": ev["eval_s"],
@@ -238,12 +239,17 @@ def compare(evs_a: Dict[int, dict], evs_b: Dict[int, dict], side_a: str, side_b:
     return out
 
 
-def load_evals(a) -> Dict[str, Dict[int, dict]]:
+def load_evals(a, fingerprint: str) -> Dict[str, Dict[int, dict]]:
+    """Stored evaluations of the runs, those of another segmenter left out (with a note)."""
     out: Dict[str, Dict[int, dict]] = {}
     for r in PRIORITY:
         d = a.work / "curve" / r.name
         for p in sorted(d.glob("eval_*.json")) if d.is_dir() else []:
-            out.setdefault(r.name, {})[int(p.stem.split("_")[1])] = json.loads(p.read_text())
+            ev = json.loads(p.read_text())
+            if ev.get("segmenter", fingerprint) != fingerprint:
+                print(f"{p}: evaluated with another segmenter ({ev['segmenter']}), left out", flush=True)
+                continue
+            out.setdefault(r.name, {})[int(p.stem.split("_")[1])] = ev
     return out
 
 
@@ -274,7 +280,7 @@ def summarise(a, evals: Dict[str, Dict[int, dict]], cosine: Dict[str, Any]) -> D
 
 
 def write_report(a, ctx: Dict[str, Any]) -> Dict[str, Any]:
-    evals = load_evals(a)
+    evals = load_evals(a, ctx["fingerprint"])
     cos = ctx["cosine"]
     report = {"protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "priority": [r.name for r in PRIORITY],
