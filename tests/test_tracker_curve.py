@@ -30,7 +30,7 @@ def curve():
     return _load("tracker_curve")
 
 
-# ~7 s alone, ~30 s on a loaded shared 2-core CPU: data, a 1-iteration segmenter, 2 runs x 3 evaluation points, one resumed point
+# ~7 s alone (~30 s on a loaded 2-core CPU): data, a 1-iteration segmenter, 2 runs x 3 points, one resumed
 def test_quick_curve_reports_and_resumes_exactly(curve, tmp_path):
     work, out = tmp_path / "work", tmp_path / "curve.json"
     argv = ["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]
