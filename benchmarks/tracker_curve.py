@@ -164,7 +164,8 @@ def run_curve(a, base, run: Run, ctx: Dict[str, Any]) -> None:
         return
     model = copy.deepcopy(ctx["seg_model"])
     if run.init == "fresh":
-        official_tracker_init(model.tracker, 1234)  # the same initial tracker for every run of this init
+        # paired: the arms of one seed start from the same tracker; seeds differ in initialisation too
+        official_tracker_init(model.tracker, 1234 + run.seed)
     trainer = CurveTrainer(model, ctx["data"], rdir / "train", train_config(base, a, run), noise=NOISE[run.arm],
                            noise_ratio=a.noise_ratio, cache=a.work / "train_segments")
     rdir.mkdir(parents=True, exist_ok=True)
