@@ -46,6 +46,7 @@ from dvis_sdk.evaluation import evaluate_ytvis  # noqa: E402
 from dvis_sdk.evaluation.tracking import tracking_metrics  # noqa: E402
 from dvis_sdk.training import DenoisingTrainer, SegmenterTrainer, TrainConfig, VideoClipDataset  # noqa: E402
 from dvis_sdk.training.datasets import YTVISAnnotations, load_frame  # noqa: E402
+from dvis_sdk.training.fingerprint import segmenter_fingerprint  # noqa: E402
 from dvis_sdk.training.noise import attach_noiser  # noqa: E402
 from dvis_sdk.training.stages.tracker import reorder_segmenter_outputs  # noqa: E402
 from dvis_sdk.training.synthetic import PRESETS, generate_ytvis  # noqa: E402
@@ -127,7 +128,9 @@ def segmenter_model(a, dirs):
 # ------------------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def val_segments(model, ann: YTVISAnnotations, cache: Path) -> List[Dict[str, torch.Tensor]]:
-    """The frozen segmenter's outputs on every validation video (cached on disk)."""
+    """The frozen segmenter's outputs on every validation video (cached on disk under ``cache/<segmenter
+    fingerprint>``: a work dir reused with another segmenter recomputes them)."""
+    cache = cache / segmenter_fingerprint(model)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
     for i, v in enumerate(ann.videos):
@@ -138,7 +141,8 @@ def val_segments(model, ann: YTVISAnnotations, cache: Path) -> List[Dict[str, to
                                model.cfg.input.pixel_std, model.cfg.input.size_divisibility)
             seg = model.segment(images)
             torch.save({k: seg[k].contiguous() for k in ("pred_embds", "pred_embds_without_norm", "pred_logits",
-                                                         "pred_masks", "mask_features")}, p)
+                                                         "pred_masks", "mask_features")}, p.with_suffix(".tmp"))
+            p.with_suffix(".tmp").replace(p)  # a run killed mid-write leaves no partial file behind
         out.append(p)
     return out  # paths; loaded one at a time
 

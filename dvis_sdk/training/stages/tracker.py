@@ -2,6 +2,7 @@
 noise, the consistent matcher and the contrastive loss on the tracker's references (``loss_reid``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -13,6 +14,7 @@ from ..config import TrainConfig
 from ..criterion import SetCriterion, frames_as_images
 from ..datasets import Clip, VideoClipDataset
 from ..draws import Draws
+from ..fingerprint import segmenter_fingerprint
 from ..loop import PathLike, Trainer, set_trainable
 from ..matcher import ConsistentMatcher
 from ..noise import QueryNoiser, attach_noiser, canonical_mode
@@ -91,7 +93,9 @@ class DenoisingTrainer(Trainer):
         noise_ratio: probability that a frame is noised; default: the model config's ``tracker.noise_ratio``
             (official: 0.5 for 40k iterations, 0.8 for 160k).
         cache: ``"memory"`` (default) keeps the frozen segmenter's per-frame outputs in RAM, a folder path keeps
-            them on disk, ``None`` recomputes them every time. Exact either way (frames are segmented one by one).
+            them on disk (in a sub-folder named by :func:`~dvis_sdk.training.fingerprint.segmenter_fingerprint`,
+            so a folder reused with another segmenter is not read back), ``None`` recomputes them every time.
+            Exact either way (frames are segmented one by one).
     """
 
     kind = "tracker"
@@ -110,6 +114,7 @@ class DenoisingTrainer(Trainer):
         self.noiser: Optional[QueryNoiser] = None
         self._cache: Dict[Tuple[int, int, int, int, int], Dict[str, Tensor]] = {}
         self.cache = cache
+        self._fingerprint: Optional[str] = None
         super().__init__(model, dataset, out_dir, config, val)
         self.noise_generator.manual_seed(self.cfg.seed)
         model.cfg.tracker.noise_mode = _OFFICIAL_NOISE_NAMES[self.noise]
@@ -176,8 +181,15 @@ class DenoisingTrainer(Trainer):
                 "mask_features": stack("mask_features", 0), "pred_logits": stack("pred_logits", 0)[None],
                 "pred_masks": stack("pred_masks", 1)[None], "padded": torch.tensor([hp, wp])}
 
+    def cache_folder(self) -> Path:
+        """The disk cache's folder for THIS segmenter: ``cache / <segmenter fingerprint>`` (computed once: the
+        segmenter is frozen while the tracker trains)."""
+        if self._fingerprint is None:
+            self._fingerprint = segmenter_fingerprint(self.model)
+        return Path(self.cache) / self._fingerprint  # type: ignore[arg-type]
+
     def _cache_path(self, key) -> Path:
-        return Path(self.cache) / ("_".join(str(k) for k in key) + ".pt")  # type: ignore[arg-type]
+        return self.cache_folder() / ("_".join(str(k) for k in key) + ".pt")
 
     def _cache_get(self, key) -> Optional[Dict[str, Tensor]]:
         if self.cache is None:
@@ -195,7 +207,10 @@ class DenoisingTrainer(Trainer):
             return
         p = self._cache_path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(item, p)
+        # write + rename: a process sharing the folder (or a run killed mid-write) never reads a partial file
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        torch.save(item, tmp)
+        os.replace(tmp, p)
 
     def compute_losses(self, clips: List[Clip]) -> Dict[str, Tensor]:
         early = self.iter < self.segmenter_matching_fraction * self.cfg.iters
