@@ -52,7 +52,7 @@ def decompose(report: Dict[str, Any], b: int = 2000, seed: int = 0) -> Dict[str,
         tots = np.stack([runs[s].sum(0) for s in seeds])  # (S, 5)
         draws = np.stack([runs[s][idx].sum(1) for s in seeds])  # (S, b, 5)
 
-        def interval(point_fn, draw_fn) -> Dict[str, Any]:
+        def interval(point_fn, draw_fn, tots=tots, draws=draws, seeds=seeds, pick=pick) -> Dict[str, Any]:
             point = float(np.mean([point_fn(tots[j], cos_tot) for j in range(len(seeds))]))
             per = np.stack([draw_fn(draws[j], cos_draw) for j in range(len(seeds))])  # (S, b)
             boot = per[pick, np.arange(b)[:, None]].mean(1)

@@ -363,7 +363,7 @@ def print_table(report: Dict[str, Any]) -> None:
     mean = lambda rs, f: float(np.mean([f(r) for r in rs]))  # noqa: E731
     fmt = lambda d: f"{d['diff']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"  # noqa: E731
     for (init, lr, it, arm), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], kv[0][3])):
-        t = lambda f: mean(rs, lambda r: f(r["tracker"]))  # noqa: E731
+        t = lambda f, rs=rs: mean(rs, lambda row: f(row["tracker"]))  # noqa: E731
         cm = comp.get((init, lr, it), {})
         vs, sw = cm.get(f"{arm}-cosine"), cm.get(f"{arm}_swap-cosine")
         thr = "/".join(f"{r['tracker']['best_thr']:g}" for r in rs)
