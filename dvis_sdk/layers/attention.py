@@ -17,6 +17,24 @@ from torch import Tensor, nn
 from .impl import ImplChoices
 
 
+def xavier_matrices(module: nn.Module) -> None:
+    """Xavier-uniform on every matrix (dim > 1) of ``module``, in parameter order: the ``_reset_parameters``
+    of the official Mask2Former / DVIS attention and FFN layers, run at the end of their constructors (so the
+    RNG is drawn in the official order). Biases and norms keep PyTorch's defaults."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+
+def c2_xavier_fill(layer: nn.Module) -> None:
+    """detectron2's ``c2_xavier_fill``: kaiming-uniform (a=1) weight, zero bias (official DVIS++ ``ref_proj``)."""
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=1)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
 def with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
@@ -93,6 +111,11 @@ class SelfAttentionLayer(ImplChoices, nn.Module):
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Official initialisation: xavier-uniform on the attention / linear matrices."""
+        xavier_matrices(self)
 
     def forward(self, tgt: Tensor, tgt_mask: Optional[Tensor] = None, tgt_key_padding_mask: Optional[Tensor] = None,
                 query_pos: Optional[Tensor] = None) -> Tensor:
@@ -112,6 +135,11 @@ class CrossAttentionLayer(ImplChoices, nn.Module):
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Official initialisation: xavier-uniform on the attention / linear matrices."""
+        xavier_matrices(self)
 
     def forward(self, tgt: Tensor, memory: Tensor, memory_mask: Optional[Tensor] = None,
                 memory_key_padding_mask: Optional[Tensor] = None, pos: Optional[Tensor] = None,
@@ -133,6 +161,11 @@ class ReferringCrossAttentionLayer(ImplChoices, nn.Module):
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Official initialisation: xavier-uniform on the attention / linear matrices."""
+        xavier_matrices(self)
 
     def forward(self, identity: Tensor, query: Tensor, key: Tensor, value: Tensor,
                 memory_mask: Optional[Tensor] = None, memory_key_padding_mask: Optional[Tensor] = None,
@@ -151,6 +184,11 @@ class FFNLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Official initialisation: xavier-uniform on the attention / linear matrices."""
+        xavier_matrices(self)
 
     def forward(self, tgt: Tensor) -> Tensor:
         out = self.linear2(self.dropout(F.relu(self.linear1(tgt))))

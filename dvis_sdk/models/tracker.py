@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from ..layers.attention import MLP, FFNLayer, ReferringCrossAttentionLayer, SelfAttentionLayer
+from ..layers.attention import MLP, FFNLayer, ReferringCrossAttentionLayer, SelfAttentionLayer, c2_xavier_fill
 
 __all__ = ["TrackerState", "DVISPlusTracker", "ReferringTracker", "hungarian_match_costs", "cosine_cost"]
 
@@ -116,12 +116,16 @@ class _TrackerBase(nn.Module):
         super().__init__()
         self.num_heads = num_head
         self.num_layers = decoder_layer_num
-        self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(hidden_channel, num_head) for _ in range(decoder_layer_num))
-        self.transformer_cross_attention_layers = nn.ModuleList(
-            ReferringCrossAttentionLayer(hidden_channel, num_head) for _ in range(decoder_layer_num))
-        self.transformer_ffn_layers = nn.ModuleList(
-            FFNLayer(hidden_channel, feedforward_channel) for _ in range(decoder_layer_num))
+        # Built layer by layer (self, cross, FFN), as the official constructor: each layer draws its (official,
+        # xavier) initialisation from the RNG in the same order, so a seeded fresh tracker matches the official one.
+        selfs, crosses, ffns = [], [], []
+        for _ in range(decoder_layer_num):
+            selfs.append(SelfAttentionLayer(hidden_channel, num_head))
+            crosses.append(ReferringCrossAttentionLayer(hidden_channel, num_head))
+            ffns.append(FFNLayer(hidden_channel, feedforward_channel))
+        self.transformer_self_attention_layers = nn.ModuleList(selfs)
+        self.transformer_cross_attention_layers = nn.ModuleList(crosses)
+        self.transformer_ffn_layers = nn.ModuleList(ffns)
         self.decoder_norm = nn.LayerNorm(hidden_channel)
         self.class_embed = nn.Linear(class_in_channels, class_num + 1)
         self.mask_embed = MLP(hidden_channel, hidden_channel, mask_dim, 3)
@@ -269,6 +273,8 @@ class DVISPlusTracker(_TrackerBase):
         super().__init__(hidden_channel, feedforward_channel, num_head, decoder_layer_num, mask_dim, class_num,
                          class_in_channels=2 * hidden_channel)
         self.ref_proj = MLP(hidden_channel, hidden_channel, hidden_channel, 3)
+        for layer in self.ref_proj.layers:  # official init of the reference projection
+            c2_xavier_fill(layer)
         self.mask_feature_proj = nn.Conv2d(mask_dim, mask_dim, kernel_size=1)
         self.noise_mode = noise_mode
         self.noise_ratio = noise_ratio
