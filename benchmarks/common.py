@@ -168,10 +168,10 @@ def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size:
     """A ``VideoSegmenter`` with random weights: ``config`` 'tiny' (TINY_CFG) or a shipped official yaml."""
     from dvis_sdk import VideoSegmenter
     from dvis_sdk.official import load_official_config, official_cfg_tree
+    from dvis_sdk.official.merge import deep_merge
 
     if config == "tiny":  # the official R50 OVIS config, narrowed
-        tree = official_cfg_tree("ovis/DVIS_Plus_Offline_R50.yaml")
-        _merge(tree, TINY_CFG)
+        tree = deep_merge(official_cfg_tree("ovis/DVIS_Plus_Offline_R50.yaml"), TINY_CFG)
         cfg = load_official_config(tree, mode=mode)
     else:
         cfg = load_official_config(config, mode=mode)
@@ -180,14 +180,6 @@ def build_segmenter(config: str, mode: str, device: str, dtype: str, chunk_size:
     torch.manual_seed(0)
     from dvis_sdk.models.dvis import build_model
     return VideoSegmenter(build_model(cfg), device=device, dtype=dtype, chunk_size=chunk_size, **kwargs)
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 def sync(device: Any = None) -> None:

@@ -43,6 +43,7 @@ if (_ROOT / "dvis_sdk").is_dir():
     sys.path.insert(0, str(_ROOT))
 import dvis_sdk  # noqa: E402
 from dvis_sdk.official import load_official_config, official_cfg_tree  # noqa: E402
+from dvis_sdk.official.merge import deep_merge  # noqa: E402
 from dvis_sdk.runtime import jsonable, resolve_dtype  # noqa: E402
 from dvis_sdk.training.synthetic import SyntheticConfig, render_video  # noqa: E402
 
@@ -99,9 +100,9 @@ def build_model(ctx: Ctx, key: str) -> torch.nn.Module:
     yaml, mode = MODELS[key]
     tree = official_cfg_tree(yaml)
     if ctx.smoke:
-        _merge(tree, NARROW)
+        tree = deep_merge(tree, NARROW)
     h, w = ctx.size
-    _merge(tree, {"INPUT": {"MIN_SIZE_TEST": h, "MAX_SIZE_TEST": max(w, h)}})
+    tree = deep_merge(tree, {"INPUT": {"MIN_SIZE_TEST": h, "MAX_SIZE_TEST": max(w, h)}})
     cfg = load_official_config(tree, mode=mode)
     path = ctx.checkpoints.get(key)
     if path and not ctx.smoke:
@@ -110,14 +111,6 @@ def build_model(ctx: Ctx, key: str) -> torch.nn.Module:
     ctx.weights[key] = "random (no checkpoint given)" + (" narrow smoke model" if ctx.smoke else "")
     torch.manual_seed(0)
     return build(cfg).eval()
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 def video(ctx: Ctx, frames: int, seed: int = 0) -> np.ndarray:

@@ -142,6 +142,13 @@ def render_video(result: VideoResult, video: Any, path: Union[str, Path], fps: O
     """Write the overlay of ``result`` on ``video`` (a path, or frames at the result's size) to ``path`` (.mp4,
     .avi, ...); returns the path written (``.avi`` after the codec fallback). ``kwargs`` go to
     :func:`render_frame`. A path is re-read with the result's ``start`` / ``stride`` (its ``meta``)."""
+    frames, rate = result_frames(result, video, fps)
+    return write_video(path, render_frames(frames, result, **kwargs), fps=rate)
+
+
+def result_frames(result: VideoResult, video: Any, fps: Optional[float] = None) -> Tuple[Iterator[np.ndarray], float]:
+    """The frames of ``video`` that ``result`` was computed on (a path is re-read with the result's ``start`` /
+    ``stride``) and the frame rate to write them at (``fps``, else the source's rate over the stride, else 10)."""
     if isinstance(video, (str, Path)):
         start, stride = result.meta.get("start"), result.meta.get("stride", 1)
     else:
@@ -149,9 +156,7 @@ def render_video(result: VideoResult, video: Any, path: Union[str, Path], fps: O
     src = open_video(video, max_frames=result.num_frames, start=start, stride=int(stride or 1))
     if (src.height, src.width) != (result.height, result.width):
         raise ValueError(f"video is {src.height}x{src.width} but the result is {result.height}x{result.width}")
-    frames = (f for _, f in src)
-    rate = fps or (src.fps / src.stride if src.fps else 10.0)
-    return write_video(path, render_frames(frames, result, **kwargs), fps=rate)
+    return (f for _, f in src), fps or (src.fps / src.stride if src.fps else 10.0)
 
 
 def id_map_frames(result: Union[VideoResult, Iterable[FrameResult]]) -> Iterator[np.ndarray]:

@@ -8,10 +8,10 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .io import open_video, write_video
+from .io import write_video
 from .io.segmentation import dataset_category
 from .results import VideoResult
-from .visualize import track_color
+from .visualize import result_frames, track_color
 
 __all__ = ["segment_palette", "render_dense_frame", "render_dense_frames", "render_dense_video"]
 
@@ -106,13 +106,6 @@ def render_dense_video(result: VideoResult, video: Any, path: Union[str, Path], 
                        **kwargs: Any) -> Path:
     """Write the overlay of a VPS / VSS ``result`` on ``video`` (a path is re-read with the result's start /
     stride) to ``path``; returns the path written (see :func:`dvis_sdk.visualize.render_video`)."""
-    if isinstance(video, (str, Path)):
-        start, stride = result.meta.get("start"), result.meta.get("stride", 1)
-    else:
-        start, stride = None, 1
-    src = open_video(video, max_frames=result.num_frames, start=start, stride=int(stride or 1))
-    if (src.height, src.width) != (result.height, result.width):
-        raise ValueError(f"video is {src.height}x{src.width} but the result is {result.height}x{result.width}")
-    rate = fps or (src.fps / src.stride if src.fps else 10.0)
-    return write_video(path, render_dense_frames((f for _, f in src), result, **kwargs), fps=rate)
+    frames, rate = result_frames(result, video, fps)
+    return write_video(path, render_dense_frames(frames, result, **kwargs), fps=rate)
 

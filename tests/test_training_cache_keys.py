@@ -10,31 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from dvis_sdk.config import BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig, TrackerConfig
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import DenoisingTrainer, TrainConfig
 from dvis_sdk.training.datasets import VideoClipDataset, YTVISAnnotations
 from dvis_sdk.training.fingerprint import segmenter_fingerprint
-from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis
+from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
+from test_training_trainers import micro_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _micro() -> DVISConfig:
-    return DVISConfig(
-        variant="dvis++", mode="online",
-        backbone=BackboneConfig(type="resnet", resnet=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16,
-                                                                   width_per_group=4)),
-        segmenter=SegmenterConfig(num_classes=3, convs_dim=32, mask_dim=32, transformer_enc_layers=1,
-                                  transformer_enc_nheads=2, transformer_enc_dim_feedforward=32, hidden_dim=32,
-                                  num_queries=4, nheads=2, dim_feedforward=32, dec_layers=2, reid_hidden_dim=32),
-        tracker=TrackerConfig(decoder_layers=1), input=InputConfig(min_size_test=32, max_size_test=64),
-        class_names=list(CATEGORIES))
-
-
 def _model(seed: int = 0):
     torch.manual_seed(seed)
-    return build_model(_micro()).eval()
+    return build_model(micro_config()).eval()
 
 
 def _nudged(model):
