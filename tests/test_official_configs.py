@@ -105,8 +105,8 @@ ENTRY_STAGE1 = [
 
 def test_expected_files_are_vendored():
     # 39 DVIS / DVIS++ + 13 DVIS-DAQ VIS yamls; + 13 DVIS++, 13 DVIS, 2 DAQ VIPSeg / VSPW yamls (tests/test_panoptic.py)
-    # + the stage-1 (MinVIS / CTMinVIS) yamls and the Base files their chains need
-    assert len(ALL_YAMLS) >= 52 + 28
+    # + 22 stage-1 (MinVIS / CTMinVIS) yamls and the Base files their chains need that the VPS/VSS set lacks
+    assert len(ALL_YAMLS) == 52 + 28 + 22
     for rel in ENTRY_DVIS_PLUS + ENTRY_DVIS + ENTRY_STAGE1:
         assert (OFFICIAL / rel).is_file(), rel
     assert (OFFICIAL / "SOURCES.md").is_file()
