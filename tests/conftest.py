@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -93,4 +94,32 @@ def tiny_model_dir(tmp_path_factory):
     seg.model.cfg.input.min_size_test, seg.model.cfg.input.max_size_test = 64, 128  # keep the tests fast
     d = tmp_path_factory.mktemp("model")
     seg.save_pretrained(d)
+    return d
+
+
+def write_avi_folder(folder: Path, videos: int = 2, frames: int = 5, size=(64, 48)) -> Path:
+    """``videos`` random-noise MJPG AVIs ``v0.avi``, ``v1.avi``, ... of ``frames`` frames in ``folder`` (made)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    w, h = size
+    for i in range(videos):
+        wr = cv2.VideoWriter(str(folder / f"v{i}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (w, h))
+        for _ in range(frames):
+            wr.write(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        wr.release()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def micro_dir(tmp_path_factory):
+    """A save_pretrained folder of the micro DVIS++ model the training tests fine-tune (seeded random weights)."""
+    from dvis_sdk import VideoSegmenter
+    from dvis_sdk.models.dvis import build_model
+    from test_training_trainers import micro_config
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("saved")
+    VideoSegmenter(build_model(micro_config())).save_pretrained(d)
     return d

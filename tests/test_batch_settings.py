@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import pickle
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
 import dvis_sdk
+from conftest import write_avi_folder
 from dvis_sdk.batch import predict_folder
 from dvis_sdk.cli import main
 
@@ -37,15 +36,7 @@ def seg(tiny_model_dir, no_dynamo):
 
 @pytest.fixture
 def src(tmp_path):
-    folder = tmp_path / "src"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        w = cv2.VideoWriter(str(folder / f"v{i}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
-        for _ in range(5):
-            w.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-        w.release()
-    return folder
+    return write_avi_folder(tmp_path / "src", videos=2, frames=5)
 
 
 def _expected(device="cpu"):

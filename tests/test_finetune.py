@@ -13,7 +13,6 @@ import torch
 
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.cli import main
-from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import FinetuneError, finetune
 from dvis_sdk.training.finetuning import find_dataset
 from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis
@@ -33,21 +32,13 @@ def dataset(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("saved")
-    VideoSegmenter(build_model(micro_config())).save_pretrained(d)
-    return d
-
-
 def _state(path):
     return load_pretrained(path)[1]
 
 
-def test_cli_round_trip_from_a_saved_folder_with_a_holdout(dataset, saved, tmp_path, capsys):
+def test_cli_round_trip_from_a_saved_folder_with_a_holdout(dataset, micro_dir, tmp_path, capsys):
     out = tmp_path / "ft"
-    rc = main(["finetune", "--data", str(dataset), "--model", str(saved), "--out", str(out), "--stages",
+    rc = main(["finetune", "--data", str(dataset), "--model", str(micro_dir), "--out", str(out), "--stages",
                "tracker,segmenter", "--iters", "2", "--holdout", "1", "--num-frames", "2", "--batch-size", "1",
                "--device", "cpu", "--ckpt-every", "1", "--quiet"])
     assert rc == 0
@@ -61,7 +52,7 @@ def test_cli_round_trip_from_a_saved_folder_with_a_holdout(dataset, saved, tmp_p
     tr, va = (json.loads((out / "splits" / f).read_text()) for f in ("train.json", "val.json"))
     assert len(va["videos"]) == 1 and len(tr["videos"]) == 3
     assert not {v["id"] for v in tr["videos"]} & {v["id"] for v in va["videos"]}
-    before, after = _state(saved), _state(out)
+    before, after = _state(micro_dir), _state(out)
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"backbone", "pixel_decoder", "decoder", "tracker"}
     seg = VideoSegmenter.from_pretrained(out)
@@ -94,8 +85,8 @@ def test_cli_embedded_model_with_a_new_class_count(dataset, tmp_path, capsys):
     assert seg.model.decoder.class_embed.bias.shape == (5,) and start.shape == (4,)
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_weights(dataset, saved, tmp_path, monkeypatch):
-    args = dict(model=saved, stages="segmenter,tracker", iters=4, ckpt_every=2, log_every=1, seed=1, **FAST)
+def test_resume_after_a_kill_gives_the_uninterrupted_weights(dataset, micro_dir, tmp_path, monkeypatch):
+    args = dict(model=micro_dir, stages="segmenter,tracker", iters=4, ckpt_every=2, log_every=1, seed=1, **FAST)
     finetune(dataset, tmp_path / "full", **args)
 
     from dvis_sdk.training.loop import Trainer
@@ -167,13 +158,13 @@ def test_pkl_segmenter_checkpoint_start(dataset, tmp_path, fixture_loader):
     assert seg.cfg.mode == "segmenter"
 
 
-def test_refiner_stage_converts_an_online_model_to_offline(dataset, saved, tmp_path):
+def test_refiner_stage_converts_an_online_model_to_offline(dataset, micro_dir, tmp_path):
     with pytest.raises(FinetuneError, match="needs an offline model.*--mode offline"):
-        finetune(dataset, tmp_path / "a", model=saved, stages="refiner", iters=1, **FAST)
-    res = finetune(dataset, tmp_path / "b", model=saved, stages="refiner", mode="offline", iters=1,
+        finetune(dataset, tmp_path / "a", model=micro_dir, stages="refiner", iters=1, **FAST)
+    res = finetune(dataset, tmp_path / "b", model=micro_dir, stages="refiner", mode="offline", iters=1,
                    **{**FAST, "num_frames": 3})
     assert any("fresh refiner" in n for n in res.report.notes)
-    before, after = _state(saved), _state(tmp_path / "b")
+    before, after = _state(micro_dir), _state(tmp_path / "b")
     assert all(torch.equal(before[k], after[k]) for k in before)  # only the new refiner was trained
     assert VideoSegmenter.from_pretrained(tmp_path / "b").cfg.mode == "offline"
 
@@ -189,12 +180,12 @@ def test_refiner_stage_converts_an_online_model_to_offline(dataset, saved, tmp_p
     ({"--val-frames": "x"}, "--val-frames needs --val-data"),
     ({"--checkpoint": "x.pkl"}, "--config and --checkpoint go together"),
 ])
-def test_bad_inputs_are_one_line_errors(change, message, dataset, saved, tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(change, message, dataset, micro_dir, tmp_path, capsys):
     if change.get("--data") == "NOFRAMES":
         (tmp_path / "bare").mkdir()
         shutil.copy(dataset / "annotations.json", tmp_path / "bare" / "annotations.json")
         change = {"--data": str(tmp_path / "bare")}
-    args = {"--data": str(dataset), "--model": str(saved), "--out": str(tmp_path / "o"), "--iters": "1",
+    args = {"--data": str(dataset), "--model": str(micro_dir), "--out": str(tmp_path / "o"), "--iters": "1",
             "--device": "cpu", **change}
     if "--checkpoint" in change:
         del args["--model"]
@@ -203,7 +194,7 @@ def test_bad_inputs_are_one_line_errors(change, message, dataset, saved, tmp_pat
     assert err.startswith("dvis: error:") and message in err and "\n" not in err
 
 
-def test_training_resize_is_the_inference_resize(dataset, saved):
+def test_training_resize_is_the_inference_resize(dataset, micro_dir):
     from dvis_sdk.inference.handle import VideoHandle
     from dvis_sdk.training.datasets import VideoClipDataset
 
@@ -249,7 +240,7 @@ def test_the_example_runs(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_resume_after_sigkill(dataset, saved, tmp_path):
+def test_cli_resume_after_sigkill(dataset, micro_dir, tmp_path):
     """A real kill (SIGKILL of the `dvis finetune` process after a checkpoint), then --resume: the uninterrupted
     run's weights."""
     import os
@@ -260,7 +251,7 @@ def test_cli_resume_after_sigkill(dataset, saved, tmp_path):
     from pathlib import Path
 
     def cmd(out, *extra):
-        return [sys.executable, "-m", "dvis_sdk.cli", "finetune", "--data", str(dataset), "--model", str(saved),
+        return [sys.executable, "-m", "dvis_sdk.cli", "finetune", "--data", str(dataset), "--model", str(micro_dir),
                 "--out", str(out), "--stages", "tracker", "--iters", "40", "--ckpt-every", "4", "--num-frames", "2",
                 "--batch-size", "1", "--device", "cpu", "--seed", "2", "--quiet", *extra]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}

@@ -13,24 +13,14 @@ import torch
 
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.cli import main
-from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import finetune
 from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
 from dvis_sdk.training.synthetic_coco import generate_coco
-from test_training_trainers import micro_config
 
 SMALL = SyntheticConfig(width=64, height=48, num_frames=4, max_objects=3)
 NAMES = {"circle": "ball", "square": "tile", "triangle": "wedge"}
 IDS = {"circle": 7, "square": 3, "triangle": 12}
 FAST = ["--iters", "2", "--num-frames", "2", "--batch-size", "1", "--device", "cpu", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("saved")
-    VideoSegmenter(build_model(micro_config())).save_pretrained(d)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +40,9 @@ def val_new(tmp_path_factory):
     return root
 
 
-def test_coco_with_new_classes_gives_a_segmenter_only_video_model(coco, saved, val_new, tmp_path, capsys):
+def test_coco_with_new_classes_gives_a_segmenter_only_video_model(coco, micro_dir, val_new, tmp_path, capsys):
     out = tmp_path / "ft"
-    rc = main(["finetune", "--data", str(coco), "--model", str(saved), "--stages", "segmenter", "--val-data",
+    rc = main(["finetune", "--data", str(coco), "--model", str(micro_dir), "--stages", "segmenter", "--val-data",
                str(val_new), "--out", str(out), "--ckpt-every", "1", "--threads", "1"] + FAST)
     assert rc == 0
     captured = capsys.readouterr()
@@ -71,14 +61,14 @@ def test_coco_with_new_classes_gives_a_segmenter_only_video_model(coco, saved, v
     assert done["kept_iter"] == (last if aps[last] >= max(aps.values()) else max(aps, key=lambda i: (aps[i], -i)))
 
 
-def test_the_iteration_of_best_validation_ap_is_kept(coco, saved, val_new, tmp_path, monkeypatch):
+def test_the_iteration_of_best_validation_ap_is_kept(coco, micro_dir, val_new, tmp_path, monkeypatch):
     from dvis_sdk.training.loop import Trainer
     from dvis_sdk.weights import load_pretrained
 
     scripted = iter([5.0, 9.0, 3.0])  # validation AP at iterations 1, 2, 3
     monkeypatch.setattr(Trainer, "evaluate", lambda self, max_videos=None: {"AP": next(scripted)})
     said = []
-    finetune(coco, tmp_path / "o", model=saved, stages="segmenter", iters=3, val=val_new, evaluate_before=False,
+    finetune(coco, tmp_path / "o", model=micro_dir, stages="segmenter", iters=3, val=val_new, evaluate_before=False,
              ckpt_every=1, batch_size=1, num_points=64, num_frames=2, device="cpu", progress=False,
              log=said.append, warn=said.append)
     done = json.loads((tmp_path / "o" / "segmenter" / "stage_done.json").read_text())
@@ -88,7 +78,7 @@ def test_the_iteration_of_best_validation_ap_is_kept(coco, saved, val_new, tmp_p
     assert final.keys() == best.keys() and all(torch.equal(final[k], best[k]) for k in final)
 
 
-def test_two_data_flags_read_both_sources_with_a_ratio(coco, saved, tmp_path, capsys):
+def test_two_data_flags_read_both_sources_with_a_ratio(coco, micro_dir, tmp_path, capsys):
     yt = tmp_path / "yt"
     p = generate_ytvis(yt, 2, seed=2, config=SMALL, image_ext=".png")
     data = json.loads(p.read_text())
@@ -96,7 +86,7 @@ def test_two_data_flags_read_both_sources_with_a_ratio(coco, saved, tmp_path, ca
         c["name"] = NAMES[c["name"]]
     p.write_text(json.dumps(data))
     out = tmp_path / "mix"
-    rc = main(["finetune", "--data", str(coco), "--data", str(yt), "--data-ratio", "1,0.5", "--model", str(saved),
+    rc = main(["finetune", "--data", str(coco), "--data", str(yt), "--data-ratio", "1,0.5", "--model", str(micro_dir),
                "--stages", "segmenter", "--out", str(out)] + FAST)
     assert rc == 0 and "Traceback" not in capsys.readouterr().err
     summary = json.loads((out / "finetune.json").read_text())
@@ -104,11 +94,11 @@ def test_two_data_flags_read_both_sources_with_a_ratio(coco, saved, tmp_path, ca
     assert summary["class_names"] == ["tile", "ball", "wedge"]
 
 
-def test_unmatched_class_names_are_one_line(coco, saved, tmp_path, capsys):
+def test_unmatched_class_names_are_one_line(coco, micro_dir, tmp_path, capsys):
     yt = tmp_path / "yt"
     generate_ytvis(yt, 2, seed=2, config=SMALL, image_ext=".png")  # circle / square / triangle
     rc = main(["finetune", "--data", str(coco), "--data", str(yt), "--class-map", "circle=ball,square=tile",
-               "--model", str(saved), "--stages", "segmenter", "--out", str(tmp_path / "o")] + FAST)
+               "--model", str(micro_dir), "--stages", "segmenter", "--out", str(tmp_path / "o")] + FAST)
     err = capsys.readouterr().err
     assert rc == 0
     lines = [x for x in err.splitlines() if "matched by name" in x]
@@ -131,9 +121,9 @@ def _broken(coco, dst, change):
     (lambda d: d["annotations"][2].update(segmentation=[[3.0, 4.0, 10.0, 4.0]]), "annotation 52"),
     (lambda d: d["annotations"][0].update(segmentation={"size": [48, 64], "counts": [3072]}), "annotation 50"),
 ])
-def test_bad_coco_entries_are_a_warning_line_even_when_quiet(coco, saved, tmp_path, capsys, change, named):
+def test_bad_coco_entries_are_a_warning_line_even_when_quiet(coco, micro_dir, tmp_path, capsys, change, named):
     path = _broken(coco, tmp_path / "bad", change)
-    rc = main(["finetune", "--data", str(path), "--model", str(saved), "--stages", "segmenter", "--out",
+    rc = main(["finetune", "--data", str(path), "--model", str(micro_dir), "--stages", "segmenter", "--out",
                str(tmp_path / "o")] + FAST)
     err = capsys.readouterr().err
     assert rc == 0 and "Traceback" not in err
@@ -142,7 +132,7 @@ def test_bad_coco_entries_are_a_warning_line_even_when_quiet(coco, saved, tmp_pa
     assert (tmp_path / "o" / "model.safetensors").is_file()
 
 
-def test_a_short_polygon_in_the_video_set_is_a_warning_line(coco, saved, tmp_path, capsys):
+def test_a_short_polygon_in_the_video_set_is_a_warning_line(coco, micro_dir, tmp_path, capsys):
     yt = tmp_path / "yt"
     p = generate_ytvis(yt, 2, seed=2, config=SMALL, image_ext=".png")
     data = json.loads(p.read_text())
@@ -152,31 +142,31 @@ def test_a_short_polygon_in_the_video_set_is_a_warning_line(coco, saved, tmp_pat
     f = next(i for i, sg in enumerate(ann["segmentations"]) if sg is not None)
     ann["segmentations"][f] = [[1.0, 1.0, 9.0, 9.0]]
     p.write_text(json.dumps(data))
-    rc = main(["finetune", "--data", str(coco), "--data", str(yt), "--model", str(saved), "--stages", "segmenter",
+    rc = main(["finetune", "--data", str(coco), "--data", str(yt), "--model", str(micro_dir), "--stages", "segmenter",
                "--out", str(tmp_path / "o")] + FAST)
     lines = capsys.readouterr().err.strip().splitlines()
     assert rc == 0 and len(lines) == 1 and f"annotation {ann['id']} (video" in lines[0] and "3 points" in lines[0]
 
 
-def test_unusable_coco_is_a_one_line_error(coco, saved, tmp_path, capsys):
+def test_unusable_coco_is_a_one_line_error(coco, micro_dir, tmp_path, capsys):
     path = _broken(coco, tmp_path / "bad", lambda d: d.update(annotations=[]))
-    rc = main(["finetune", "--data", str(path), "--model", str(saved), "--stages", "segmenter", "--out",
+    rc = main(["finetune", "--data", str(path), "--model", str(micro_dir), "--stages", "segmenter", "--out",
                str(tmp_path / "o")] + FAST)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("dvis: error:") and "no image with a usable object" in err and "\n" not in err
 
 
-def test_an_unreadable_image_is_a_one_line_error(coco, saved, tmp_path, capsys):
+def test_an_unreadable_image_is_a_one_line_error(coco, micro_dir, tmp_path, capsys):
     path = _broken(coco, tmp_path / "bad", lambda d: None)
     for f in (tmp_path / "bad" / "images").iterdir():
         f.write_bytes(b"not an image")
-    rc = main(["finetune", "--data", str(path), "--model", str(saved), "--stages", "segmenter", "--out",
+    rc = main(["finetune", "--data", str(path), "--model", str(micro_dir), "--stages", "segmenter", "--out",
                str(tmp_path / "o")] + FAST)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("dvis: error: cannot read frame") and "images/0000" in err and "\n" not in err
 
 
-def test_tracker_run_reports_the_segmenter_alone_and_fewer_val_categories(saved, tmp_path):
+def test_tracker_run_reports_the_segmenter_alone_and_fewer_val_categories(micro_dir, tmp_path):
     root = tmp_path / "yt"
     generate_ytvis(root, 3, seed=0, config=SMALL, image_ext=".png")
     val = tmp_path / "val"
@@ -186,7 +176,7 @@ def test_tracker_run_reports_the_segmenter_alone_and_fewer_val_categories(saved,
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 2]
     p.write_text(json.dumps(data))
     said, warned = [], []
-    res = finetune(root, tmp_path / "o", model=saved, stages="tracker", iters=2, val=val, batch_size=1,
+    res = finetune(root, tmp_path / "o", model=micro_dir, stages="tracker", iters=2, val=val, batch_size=1,
                    num_points=64, num_frames=2, device="cpu", progress=False, log=said.append, warn=warned.append)
     assert any("has no class ['square']" in s for s in said)
     alone = res.after["segmenter_only"]
@@ -244,20 +234,20 @@ def test_image_labels_to_a_video_model_at_the_300_iteration_budget(tmp_path):
     assert ap >= 38, ap
 
 
-def test_tracker_trains_on_pseudo_clips_without_caching_them(coco, saved, tmp_path, capsys):
+def test_tracker_trains_on_pseudo_clips_without_caching_them(coco, micro_dir, tmp_path, capsys):
     from dvis_sdk.training import DenoisingTrainer, TrainConfig
     from dvis_sdk.training.coco import CocoClipDataset
 
-    model = VideoSegmenter.from_pretrained(saved).model
+    model = VideoSegmenter.from_pretrained(micro_dir).model
     model.cfg.class_names = ["tile", "ball", "wedge"]
     ds = CocoClipDataset.from_files(coco, num_frames=3, min_sizes=(32,), max_size=64)
     trainer = DenoisingTrainer(model, ds, tmp_path / "t", TrainConfig(iters=2, num_points=64, device="cpu",
                                                                       progress=False, ckpt_every=0))
     trainer.train()
     assert trainer.iter == 2 and trainer._cache == {}  # fresh random clips: nothing cached by frame
-    rc = main(["finetune", "--data", str(coco), "--model", str(saved), "--stages", "segmenter,tracker", "--out",
+    rc = main(["finetune", "--data", str(coco), "--model", str(micro_dir), "--stages", "segmenter,tracker", "--out",
                str(tmp_path / "o")] + FAST)
     assert rc == 0 and json.loads((tmp_path / "o" / "config.json").read_text())["mode"] == "online"
-    assert main(["finetune", "--data", str(coco), "--model", str(saved), "--holdout", "1", "--out",
+    assert main(["finetune", "--data", str(coco), "--model", str(micro_dir), "--holdout", "1", "--out",
                  str(tmp_path / "h")] + FAST) == 2
     assert "a hold-out is drawn from a single video dataset" in capsys.readouterr().err

@@ -12,12 +12,11 @@ import threading
 import types
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
 import dvis_sdk
+from conftest import write_avi_folder
 from dvis_sdk.runtime import native_bf16, resolve_dtype
 from dvis_sdk.training.draws import Draws
 from dvis_sdk.training.loop import Trainer, grad_scaler
@@ -129,15 +128,7 @@ def test_grad_scaler_without_torch_amp_gradscaler(monkeypatch):
 # ---- item 4: the workers resolve the request for their own device ---------------------------------------------------
 @pytest.fixture
 def src(tmp_path):
-    folder = tmp_path / "src"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        w = cv2.VideoWriter(str(folder / f"v{i}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
-        for _ in range(3):
-            w.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-        w.release()
-    return folder
+    return write_avi_folder(tmp_path / "src", videos=2, frames=3)
 
 
 class _Queue(queue.Queue):

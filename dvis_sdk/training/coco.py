@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..masks import decode_rles, polygons_to_rle, rle_area, to_compressed
-from .datasets import Clip, DatasetError, load_frame
+from .datasets import Clip, ClipDatasetBase, DatasetError, load_frame
 from .pseudo_video import PseudoVideoAugmentation, draw_pseudo_params, make_pseudo_clip
 
 __all__ = ["CocoAnnotations", "CocoClipDataset", "is_coco"]
@@ -221,7 +221,7 @@ class CocoAnnotations:
                 np.asarray([o.ann_id for o in im.objects], np.int64), masks)
 
 
-class CocoClipDataset:
+class CocoClipDataset(ClipDatasetBase):
     """Pseudo-video training clips from :class:`CocoAnnotations` (the interface of ``VideoClipDataset``).
 
     Args:
@@ -242,33 +242,14 @@ class CocoClipDataset:
                  # a frozen dataclass of numbers and tuples: immutable, so one shared default instance is safe
                  augmentation: PseudoVideoAugmentation = PseudoVideoAugmentation(),  # noqa: B008
                  min_instances: int = 0):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if not min_sizes or any(s < 1 for s in min_sizes) or max_size < 1:
-            raise ValueError("min_sizes must be positive sizes and max_size positive")
-        self.ann = annotations
-        self.num_frames = int(num_frames)
-        self.min_sizes = tuple(int(s) for s in min_sizes)
-        self.max_size = int(max_size)
+        super().__init__(annotations, num_frames, min_sizes, max_size, min_instances)
         self.augmentation = augmentation
-        self.min_instances = int(min_instances)
 
     @classmethod
     def from_files(cls, ann_json: Union[PathLike, Mapping[str, Any]], images_root: Optional[PathLike] = None,
                    **kwargs: Any) -> "CocoClipDataset":
         """Parse ``ann_json`` (images under ``images_root``, default its folder) and build the dataset."""
         return cls(CocoAnnotations(ann_json, images_root), **kwargs)
-
-    @property
-    def num_classes(self) -> int:
-        return self.ann.num_classes
-
-    @property
-    def class_names(self) -> List[str]:
-        return self.ann.class_names
-
-    def __len__(self) -> int:
-        return len(self.ann)
 
     def sample(self, index: int, rng: np.random.Generator) -> Clip:
         """A random pseudo-video clip of image ``index``; every random choice comes from ``rng``."""

@@ -245,7 +245,35 @@ class Clip:
         return self.masks.flatten(2).any(-1)
 
 
-class VideoClipDataset:
+class ClipDatasetBase:
+    """What the clip datasets share: the parsed annotations, clip length, resize range and minimum instances
+    (checked), the class count and names, and one item per annotated video or image."""
+
+    def __init__(self, annotations: Any, num_frames: int, min_sizes: Sequence[int], max_size: int,
+                 min_instances: int):
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if not min_sizes or any(s < 1 for s in min_sizes) or max_size < 1:
+            raise ValueError("min_sizes must be positive sizes and max_size positive")
+        self.ann = annotations
+        self.num_frames = int(num_frames)
+        self.min_sizes = tuple(int(s) for s in min_sizes)
+        self.max_size = int(max_size)
+        self.min_instances = int(min_instances)
+
+    @property
+    def num_classes(self) -> int:
+        return self.ann.num_classes
+
+    @property
+    def class_names(self) -> List[str]:
+        return self.ann.class_names
+
+    def __len__(self) -> int:
+        return len(self.ann)
+
+
+class VideoClipDataset(ClipDatasetBase):
     """Training clips from a :class:`YTVISAnnotations` (official DVIS sampling + clip-consistent augmentation).
 
     Args:
@@ -263,35 +291,16 @@ class VideoClipDataset:
     def __init__(self, annotations: YTVISAnnotations, *, num_frames: int = 5, frame_range: int = 20,
                  reverse_prob: float = 0.0, min_sizes: Sequence[int] = (360,), max_size: int = 640,
                  flip_prob: float = 0.5, min_instances: int = 0):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        if not min_sizes or any(s < 1 for s in min_sizes) or max_size < 1:
-            raise ValueError("min_sizes must be positive sizes and max_size positive")
-        self.ann = annotations
-        self.num_frames = int(num_frames)
+        super().__init__(annotations, num_frames, min_sizes, max_size, min_instances)
         self.frame_range = int(frame_range)
         self.reverse_prob = float(reverse_prob)
-        self.min_sizes = tuple(int(s) for s in min_sizes)
-        self.max_size = int(max_size)
         self.flip_prob = float(flip_prob)
-        self.min_instances = int(min_instances)
 
     @classmethod
     def from_files(cls, ann_json: Union[PathLike, Mapping[str, Any]], frames_root: PathLike,
                    **kwargs: Any) -> "VideoClipDataset":
         """Parse ``ann_json`` (frames under ``frames_root``) and build the dataset (``kwargs``: see the class)."""
         return cls(YTVISAnnotations(ann_json, frames_root), **kwargs)
-
-    @property
-    def num_classes(self) -> int:
-        return self.ann.num_classes
-
-    @property
-    def class_names(self) -> List[str]:
-        return self.ann.class_names
-
-    def __len__(self) -> int:
-        return len(self.ann)
 
     def select_frames(self, length: int, rng: np.random.Generator) -> List[int]:
         """Frame indices of one clip of a ``length``-frame video (official ``select_frames``)."""
