@@ -55,6 +55,17 @@ def _providers(text: Optional[str]) -> Optional[List[str]]:
     return [_PROVIDER_NAMES.get(p.strip().lower(), p.strip()) for p in text.split(",") if p.strip()]
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """Where the model comes from (predict, batch): a manifest name / saved folder / Hub id, or official files."""
+    p.add_argument("--model", default=None,
+                   help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
+    p.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
+    p.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
+    p.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    p.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
+                   help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
+
+
 def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["pytorch", "onnxruntime"], default=None,
                    help="default: onnxruntime for a `dvis export` folder (--model DIR), else pytorch")
@@ -256,18 +267,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dvis", description="DVIS / DVIS++ video instance segmentation")
+    p = argparse.ArgumentParser(
+        prog="dvis", description="DVIS / DVIS++ / DVIS-DAQ video instance, panoptic and semantic segmentation")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pr = sub.add_parser("predict", help="segment and track the instances of videos")
+    pr = sub.add_parser("predict",
+                        help="segment videos: tracked instances, or panoptic / semantic maps for VPS / VSS models")
     pr.add_argument("inputs", nargs="+", help="video files or folders of frames")
-    pr.add_argument("--model", default=None,
-                    help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
-    pr.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
-    pr.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
-    pr.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    pr.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
-                    help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
+    _add_model_args(pr)
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32", help=DTYPE_HELP)
     pr.add_argument("--out", default="out")
@@ -288,7 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
 
-
     ba = sub.add_parser("batch", help="segment every video of a folder / glob / list (resumable)",
                         description="Segment every video of SRC into OUT_DIR: OUT_DIR/<relative path>/results.json "
                                     "per video, a merged results.json (YouTube-VIS submission format), videos.json "
@@ -296,13 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "interrupted. See docs/batch.md.")
     ba.add_argument("src", help="a folder, a glob ('data/**/*.mp4', quoted) or a text file listing videos")
     ba.add_argument("out_dir")
-    ba.add_argument("--model", default=None,
-                    help="manifest name, a directory saved by save_pretrained, or a Hub repo id")
-    ba.add_argument("--config", default=None, help="official yaml (with --checkpoint): use official weights directly")
-    ba.add_argument("--checkpoint", default=None, help="official checkpoint (.pth / .pkl / .safetensors)")
-    ba.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    ba.add_argument("--mode", choices=["online", "offline", "segmenter"], default=None,
-                    help="segmenter: the segmenter alone, queries matched frame to frame (official MinVIS)")
+    _add_model_args(ba)
     ba.add_argument("--device", default="auto", help="device of the worker(s) when --devices is not given")
     ba.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32", help=DTYPE_HELP)
     ba.add_argument("--pattern", action="append", default=None,
