@@ -60,6 +60,22 @@ def test_quick_curve_reports_and_resumes_exactly(curve, tmp_path):
         assert after[side]["AP"] == before[side]["AP"]
         assert after[side]["sweep"] == before[side]["sweep"]
     assert after["train_s"] > 0  # it did train again (2 iterations), not read a stale result
+    text = _load("tracker_curve_report").main([str(out), "--budgets", "2", "4"])
+    assert "| fresh | 0.0005 | none | 1 |" in text and "| fresh | 0.0005 | 4 |" not in text  # 4 // 1000 = 0k
+
+
+def test_report_first_budget_ahead_is_where_the_interval_stays_above_zero():
+    report_mod = _load("tracker_curve_report")
+
+    def comp(it, lo):
+        d = {"diff": lo + 1, "ci95": [lo, lo + 2], "seeds": 2}
+        return {"init": "fresh", "lr": 5e-4, "iter": it, "shuffle-cosine": {"AP_per_video": d, "IDF1_best": d}}
+
+    # above zero at 2k, below at 4k, above from 6k on: "ahead from 6k", not 2k
+    report = {"comparisons": [comp(2000, 0.5), comp(4000, -0.5), comp(6000, 0.1), comp(8000, 0.3)]}
+    assert report_mod.first_ahead(report, "AP_per_video") == {("fresh", 5e-4, "shuffle"): 6000}
+    report["comparisons"][-1] = comp(8000, -0.1)  # not ahead at the last point: never
+    assert report_mod.first_ahead(report, "IDF1_best") == {("fresh", 5e-4, "shuffle"): None}
 
 
 def _noisy_results(gt: dict, rng: np.random.Generator) -> list:
