@@ -32,7 +32,7 @@ from ..io import IMAGE_EXTENSIONS, natural_sort_key
 from ..masks import decode_rles, encode_mask, polygons_to_rle
 from ..ops.preprocess import resize_frame, resized_shape
 
-__all__ = ["DatasetError", "YTVISAnnotations", "VideoClipDataset", "Clip", "decode_segmentation",
+__all__ = ["DatasetError", "ClipDatasetBase", "YTVISAnnotations", "VideoClipDataset", "Clip", "decode_segmentation",
            "convert_png_masks", "load_frame"]
 
 PathLike = Union[str, Path]
