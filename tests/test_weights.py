@@ -123,7 +123,13 @@ def test_manifest_schema():
             assert f in e, (e["name"], f)
         assert e["name"] == f"{e['variant']}-{e['backbone']}-{e['dataset'].replace('_20', '')}-{e['mode']}", e["name"]
         assert e["dataset"] in ("ovis", "ytvis_2019", "ytvis_2021")
-        if e["source"] == "hub":
+        if e["source"] == "hub" and e["mode"] == "segmenter":  # the stage-1 CTVIS segmenters: no AP reported
+            ds = {"ovis": "ovis", "ytvis_2019": "ytvis19", "ytvis_2021": "ytvis21"}[e["dataset"]]
+            assert e["repo_id"] == REPO and e["revision"] == COMMIT and e["reported_ap"] is None
+            stem = f"DVIS++/pretrained/ctvis_{e['backbone']}_{ds}"
+            assert e["filename"] == f"{stem}.pth" or (e["filename"] is None and e["filename_glob"] == f"{stem}*.pth")
+            assert "CTVIS" in e["config"] and e["sha256"] is None
+        elif e["source"] == "hub":
             ds = {"ovis": "ovis", "ytvis_2019": "ytvis19", "ytvis_2021": "ytvis21"}[e["dataset"]]
             assert e["repo_id"] == REPO and e["revision"] == COMMIT
             ap10 = round(e["reported_ap"] * 10)
@@ -135,6 +141,11 @@ def test_manifest_schema():
             assert e["revision"] is None and e["sha256"] is None
         else:
             assert e["download_page"].startswith("https://") and e["filename"]
+    stage1 = [e for e in models if e["mode"] == "segmenter"]
+    assert {(e["dataset"], e["backbone"]) for e in stage1} == {
+        (d, b) for d in ("ovis", "ytvis_2019", "ytvis_2021") for b in ("r50", "vitl")}
+    assert sum(1 for e in stage1 if e["filename"]) == 4  # the names read on the Hub's listing; the rest by glob
+    models = [e for e in models if e["mode"] != "segmenter"]
     plus = [e for e in models if e["variant"] == "dvis++"]
     dvis = [e for e in models if e["variant"] == "dvis"]
     # DVIS++: {ovis, ytvis19, ytvis21} x {online, offline} x {R50, ViT-L} on the Hub; DVIS R50 / Swin-L elsewhere

@@ -122,7 +122,7 @@ def validate_manifest(manifest: Optional[dict] = None) -> List[str]:
             problems.append(f"{n}: fields {retired} are no longer used; give the exact filename")
         if e["variant"] not in ("dvis++", "dvis", "daq"):
             problems.append(f"{n}: variant {e['variant']!r}")
-        if e["mode"] not in ("online", "offline"):
+        if e["mode"] not in ("online", "offline", "segmenter"):
             problems.append(f"{n}: mode {e['mode']!r}")
         if e["dataset"] not in DATASETS and e["source"] != "embedded":
             problems.append(f"{n}: dataset {e['dataset']!r} not in {DATASETS}")
