@@ -48,7 +48,7 @@ def curve_table(runs: Dict[Key, Dict[int, List[dict]]], budgets: List[int]) -> s
     lines = [head, "|---|---|---|---|" + "---|" * len(budgets)]
     for key in sorted(runs, key=_order):
         pts = runs[key]
-        seeds = max(len(v) for v in pts.values())
+        seeds = max((len(pts[b]) for b in budgets if b in pts), default=0)
         cells = [f"{_mean(pts[b], 'tracker', 'AP'):.1f} / {_mean(pts[b], 'tracker', 'at_best', 'IDF1'):.1f}"
                  + ("" if len(pts[b]) == seeds else f" ({len(pts[b])})") if b in pts else "" for b in budgets]
         lines.append(f"| {key[0]} | {key[1]:g} | {key[2]} | {seeds} | " + " | ".join(cells) + " |")
