@@ -123,3 +123,11 @@ def micro_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("saved")
     VideoSegmenter(build_model(micro_config())).save_pretrained(d)
     return d
+
+
+def ytvis_split(root: Path, videos: int = 2, seed: int = 0, num_frames: int = 6, max_objects: int = 3):
+    """(annotations.json path, frames root) of a small synthetic YouTube-VIS split (64x48 PNG frames) in ``root``."""
+    from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
+
+    cfg = SyntheticConfig(width=64, height=48, num_frames=num_frames, max_objects=max_objects)
+    return generate_ytvis(root, videos, seed=seed, config=cfg, image_ext=".png"), root / "JPEGImages"

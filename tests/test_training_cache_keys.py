@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ytvis_split
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import DenoisingTrainer, TrainConfig
 from dvis_sdk.training.datasets import VideoClipDataset, YTVISAnnotations
 from dvis_sdk.training.fingerprint import segmenter_fingerprint
-from dvis_sdk.training.synthetic import SyntheticConfig, generate_ytvis
 from test_training_trainers import micro_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +35,7 @@ def _nudged(model):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ann = generate_ytvis(root, 2, seed=0, config=SyntheticConfig(width=64, height=48, num_frames=4, max_objects=2),
-                         image_ext=".png")
-    return ann, root / "JPEGImages"
+    return ytvis_split(tmp_path_factory.mktemp("data"), num_frames=4, max_objects=2)
 
 
 def test_fingerprint_follows_the_segmenter_weights_only():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ytvis_split
 from dvis_sdk import VideoSegmenter
 from dvis_sdk.config import BackboneConfig, DVISConfig, InputConfig, ResNetConfig, SegmenterConfig, TrackerConfig
 from dvis_sdk.config import TestConfig as _TestConfig  # not a test class
@@ -14,7 +15,7 @@ from dvis_sdk.inference.runner import forward_video
 from dvis_sdk.models.dvis import build_model
 from dvis_sdk.training import DenoisingTrainer, RefinerTrainer, SegmenterTrainer, TrainConfig
 from dvis_sdk.training.datasets import VideoClipDataset
-from dvis_sdk.training.synthetic import CATEGORIES, SyntheticConfig, generate_ytvis
+from dvis_sdk.training.synthetic import CATEGORIES
 
 
 def micro_config(mode: str = "online") -> DVISConfig:
@@ -31,10 +32,7 @@ def micro_config(mode: str = "online") -> DVISConfig:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ann = generate_ytvis(root, 2, seed=0, config=SyntheticConfig(width=64, height=48, num_frames=6, max_objects=3),
-                         image_ext=".png")
-    return ann, root / "JPEGImages"
+    return ytvis_split(tmp_path_factory.mktemp("data"), num_frames=6, max_objects=3)
 
 
 def _dataset(data, frames=2, rng=1):
